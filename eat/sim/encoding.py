@@ -1,0 +1,216 @@
+"""Observation tokens, action decoding and the action mask, shared by the Gymnasium
+environment and by learned schedulers that act on a live simulator.
+
+Tokens (rows of the observation), in this order:
+``queue_window`` task tokens (visible queue, oldest first; empty slots have
+``present = 0``), one token per server, and one global token. Every token has the
+same ``N_FEATURES + n_models`` columns, so an attention encoder reads any cluster
+size and queue window; the first three columns are a one-hot token type.
+
+Task token columns: 0-2 type, 3 present, 4 waiting time / tau, 5 time to deadline / tau
+(clipped to [-10, 10]; 0 without a deadline), 6 has a deadline, 7 pixels / 1024^2,
+8 fixed gang size / 8 (0 when the scheduler chooses), 9 dispatchable now, 10 cold
+start the task would pay on the best free gang now / tau, 11 nominal warm service
+time / tau, then a one-hot of its model.
+
+Server token columns: 0-2 type, 3 present, 4 remaining busy time / tau, 5 speed
+relative to the profiled GPU, 6 memory / 80 GB, 7 free now, 8 size of its warm
+group / 8 (paper), 9 whole warm group free (paper), 10-11 zero, then per model 1 if
+it is resident (edge) or the server is in a warm group (paper).
+
+Global token columns: 0-2 type, 3 present, 4 current time / tau (time since the
+episode start), 5 queue length / window, 6 share of the episode's tasks not yet
+arrived, 7 free servers / servers.
+
+Action (a Box in [-1, 1]^(3 + window + servers)), aligned with the tokens:
+``a[0]`` dispatch if > 0 else wait for the next event; ``a[1]`` steps, mapped
+linearly from [-1, 1] to [min_steps, max_steps] and rounded; ``a[2]`` gang size
+(edge), mapped to an index of ``allowed_gang_sizes``; ``a[3 : 3 + window]`` one
+score per task slot; ``a[3 + window :]`` one score per server.
+
+Decoding never produces an invalid dispatch, and its handling of invalid choices
+is part of the interface: the task is the highest-scoring *dispatchable* task slot
+(masked slots are ignored); a gang size that cannot start now becomes the largest
+feasible size below it (or the smallest feasible one); the servers are the
+highest-scoring free servers that can hold the model (ties: lower id); a wait when
+no event is pending (nothing could ever change) is executed as a dispatch.
+``info["action_mask"]`` marks the slots whose values matter now.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eat.sim.simulator import Dispatch, Simulator
+
+N_FEATURES = 12
+TYPE_TASK, TYPE_SERVER, TYPE_GLOBAL = 0, 1, 2
+SLACK_CLIP = 10.0
+ACTION_GATE, ACTION_STEPS, ACTION_GANG = 0, 1, 2
+N_GLOBAL_ACTIONS = 3
+
+
+class Encoder:
+    """Builds observations and masks, and decodes actions, for one preset."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        preset = sim.preset
+        self.window = preset.queue_window
+        self.n_servers = sim.n_servers
+        self.models = list(preset.models)
+        self.model_index = {name: i for i, name in enumerate(self.models)}
+        self.n_features = N_FEATURES + len(self.models)
+        self.n_tokens = self.window + self.n_servers + 1
+        self.action_size = N_GLOBAL_ACTIONS + self.window + self.n_servers
+        self.tau = preset.time_scale_s
+        self._nominal_cache: dict[tuple[str, int], float] = {}
+
+    # ------------------------------------------------------------------ observation
+    def _nominal(self, model: str, resolution: int) -> float:
+        key = (model, resolution)
+        if key not in self._nominal_cache:
+            self._nominal_cache[key] = self.sim.nominal_latency(model, resolution)
+        return self._nominal_cache[key]
+
+    def _cold_start_now(self, task) -> float:
+        sim = self.sim
+        if sim.kind == "paper":
+            size = task.gang_size or 1
+            if size > sim.n_free:
+                return 0.0
+            _, warm = sim.paper_gang(size)
+            return 0.0 if warm else sim.latency.reload_s[size]  # type: ignore[union-attr]
+        for server in sim.servers:
+            if server.task_id is None and task.model in server.resident:
+                return 0.0
+        return sim.latency.cold_start_s[task.model]  # type: ignore[union-attr]
+
+    def observe(self) -> np.ndarray:
+        sim, tau = self.sim, self.tau
+        obs = np.zeros((self.n_tokens, self.n_features), dtype=np.float32)
+        now = sim.now
+        for row, task in enumerate(sim.window()):
+            token = obs[row]
+            token[TYPE_TASK] = 1.0
+            token[3] = 1.0
+            token[4] = (now - task.arrival) / tau
+            if task.deadline != float("inf"):
+                slack = (task.deadline - now) / tau
+                token[5] = min(SLACK_CLIP, max(-SLACK_CLIP, slack))
+                token[6] = 1.0
+            token[7] = task.resolution * task.resolution / 1048576.0
+            token[8] = (task.gang_size or 0) / 8.0
+            dispatchable = sim.can_dispatch(task)
+            token[9] = float(dispatchable)
+            token[10] = self._cold_start_now(task) / tau if dispatchable else 0.0
+            token[11] = self._nominal(task.model, task.resolution) / tau
+            token[N_FEATURES + self.model_index[task.model]] = 1.0
+        base = self.window
+        paper = sim.kind == "paper"
+        for server in sim.servers:
+            token = obs[base + server.server_id]
+            token[TYPE_SERVER] = 1.0
+            token[3] = 1.0
+            free = server.task_id is None
+            token[4] = 0.0 if free else max(0.0, server.busy_until - now) / tau
+            token[5] = server.speed
+            token[6] = server.memory_gb / 80.0
+            token[7] = float(free)
+            if paper:
+                if server.group is not None:
+                    members = sim._groups[server.group]
+                    token[8] = len(members) / 8.0
+                    token[9] = float(all(sim.servers[i].task_id is None for i in members))
+                    token[N_FEATURES:] = 1.0
+            else:
+                for model in server.resident:
+                    token[N_FEATURES + self.model_index[model]] = 1.0
+        token = obs[-1]
+        token[TYPE_GLOBAL] = 1.0
+        token[3] = 1.0
+        token[4] = now / tau
+        token[5] = len(sim.queue) / self.window
+        total = max(1, len(sim.tasks))
+        token[6] = (total - sim.n_arrived) / total
+        token[7] = sim.n_free / self.n_servers
+        return obs
+
+    def action_mask(self) -> np.ndarray:
+        sim = self.sim
+        mask = np.zeros(self.action_size, dtype=bool)
+        mask[ACTION_GATE] = True
+        mask[ACTION_STEPS] = sim.preset.max_steps > sim.preset.min_steps
+        mask[ACTION_GANG] = sim.kind == "edge"
+        for row, task in enumerate(sim.window()):
+            mask[N_GLOBAL_ACTIONS + row] = sim.can_dispatch(task)
+        if sim.kind == "edge":
+            base = N_GLOBAL_ACTIONS + self.window
+            for server in sim.servers:
+                mask[base + server.server_id] = server.task_id is None
+        return mask
+
+    # ------------------------------------------------------------------ action
+    def steps_from(self, value: float) -> int:
+        preset = self.sim.preset
+        fraction = (min(1.0, max(-1.0, float(value))) + 1.0) / 2.0
+        return int(round(preset.min_steps + fraction * (preset.max_steps - preset.min_steps)))
+
+    def gang_size_from(self, value: float) -> int:
+        sizes = self.sim.allowed_gang_sizes
+        fraction = (min(1.0, max(-1.0, float(value))) + 1.0) / 2.0
+        return sizes[min(len(sizes) - 1, int(fraction * len(sizes)))]
+
+    def decode(self, action: np.ndarray) -> Dispatch | None:
+        """Turn an action into a dispatch, or None to wait (see the module docstring)."""
+        sim = self.sim
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape[0] != self.action_size:
+            raise ValueError(f"action has {action.shape[0]} values; expected {self.action_size}")
+        if action[ACTION_GATE] <= 0.0 and sim.next_event_time() is not None:
+            return None
+        window = sim.window()
+        best_task, best_score = None, -np.inf
+        for row, task in enumerate(window):
+            score = action[N_GLOBAL_ACTIONS + row]
+            if score > best_score and sim.can_dispatch(task):
+                best_task, best_score = task, score
+        if best_task is None:
+            raise ValueError(f"decode called at t={sim.now} with no dispatchable task")
+        steps = self.steps_from(action[ACTION_STEPS])
+        if sim.kind == "paper":
+            return Dispatch(best_task.task_id, steps)
+        feasible = sim.feasible_gang_sizes(best_task)
+        requested = self.gang_size_from(action[ACTION_GANG])
+        smaller = [size for size in feasible if size <= requested]
+        size = max(smaller) if smaller else min(feasible)
+        memory = sim.preset.models[best_task.model].memory_gb
+        base = N_GLOBAL_ACTIONS + self.window
+        candidates = [
+            s.server_id for s in sim.servers if s.task_id is None and s.memory_gb >= memory
+        ]
+        candidates.sort(key=lambda i: (-action[base + i], i))
+        return Dispatch(best_task.task_id, steps, tuple(sorted(candidates[:size])))
+
+    def encode(self, dispatch: Dispatch | None) -> np.ndarray:
+        """An action that decodes to ``dispatch`` (None: wait). Used to express
+        heuristic decisions as actions, e.g. for demonstrations or tests."""
+        sim = self.sim
+        action = np.full(self.action_size, -1.0, dtype=np.float32)
+        if dispatch is None:
+            return action
+        action[ACTION_GATE] = 1.0
+        preset = sim.preset
+        span = max(1, preset.max_steps - preset.min_steps)
+        action[ACTION_STEPS] = 2.0 * (dispatch.steps - preset.min_steps) / span - 1.0
+        for row, task in enumerate(sim.window()):
+            if task.task_id == dispatch.task_id:
+                action[N_GLOBAL_ACTIONS + row] = 1.0
+        if sim.kind == "edge" and dispatch.servers is not None:
+            sizes = sim.allowed_gang_sizes
+            index = sizes.index(len(dispatch.servers))
+            action[ACTION_GANG] = 2.0 * (index + 0.5) / len(sizes) - 1.0
+            base = N_GLOBAL_ACTIONS + self.window
+            for server_id in dispatch.servers:
+                action[base + server_id] = 1.0
+        return action

@@ -1,0 +1,192 @@
+"""Seeded workload generators: when tasks arrive and what they ask for.
+
+Arrival processes (``workload.process`` in params):
+
+- ``poisson``: exponential inter-arrival times at ``rate`` (exact, no time ticks).
+- ``mmpp``: a two-state Markov-modulated Poisson process (calm / burst) whose
+  long-run mean rate is ``rate``; the burst state's rate is ``burst_ratio`` times
+  the calm one and takes ``burst_share`` of the time.
+- ``diurnal``: a non-homogeneous Poisson process with rate
+  ``rate * (1 + amplitude * sin(2 pi t / period))``, sampled by thinning.
+- ``trace``: replay of a CSV (columns ``arrival``, ``model``, ``resolution``, and
+  optionally ``deadline`` as seconds after arrival and ``gang_size``), time-scaled
+  so that its mean rate equals ``rate``.
+
+Every random draw comes from the generator passed in, so a seed fixes the episode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from eat.params import WorkloadConfig
+
+SimTime = float  # seconds
+
+
+@dataclass
+class Task:
+    """One text-to-image request."""
+
+    task_id: int
+    arrival: SimTime
+    model: str
+    resolution: int
+    """Image side length in pixels."""
+    deadline: SimTime
+    """Absolute time by which the image should be delivered (inf: no QoS target)."""
+    gang_size: int | None
+    """Servers the task must run on (paper preset), or None when the scheduler chooses."""
+
+
+def arrival_times(
+    workload: WorkloadConfig, rate: float, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` arrival times (s, ascending, after t = 0) of the configured process."""
+    if rate <= 0:
+        raise ValueError(f"arrival rate must be > 0 tasks/s, got {rate}")
+    if count == 0:
+        return np.zeros(0)
+    if workload.process == "poisson":
+        return np.cumsum(rng.exponential(1.0 / rate, size=count))
+    if workload.process == "mmpp":
+        return _mmpp_arrivals(workload, rate, count, rng)
+    if workload.process == "diurnal":
+        return _diurnal_arrivals(workload, rate, count, rng)
+    raise ValueError(
+        f"process {workload.process!r} has no generator here; choose one of "
+        "['diurnal', 'mmpp', 'poisson'] (traces go through load_trace)"
+    )
+
+
+def _mmpp_arrivals(
+    workload: WorkloadConfig, rate: float, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    share, ratio = workload.burst_share, workload.burst_ratio
+    calm_rate = rate / (share * ratio + 1.0 - share)
+    rates = (calm_rate, calm_rate * ratio)
+    mean_sojourn = (
+        workload.burst_mean_duration_s * (1.0 - share) / share,
+        workload.burst_mean_duration_s,
+    )
+    state = int(rng.random() < share)  # start in the stationary distribution
+    now, times = 0.0, []
+    while len(times) < count:
+        end = now + rng.exponential(mean_sojourn[state])
+        t = now + rng.exponential(1.0 / rates[state])
+        while t < end and len(times) < count:
+            times.append(t)
+            t += rng.exponential(1.0 / rates[state])
+        now, state = end, 1 - state
+    return np.asarray(times)
+
+
+def _diurnal_arrivals(
+    workload: WorkloadConfig, rate: float, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    amplitude, period = workload.diurnal_amplitude, workload.diurnal_period_s
+    peak = rate * (1.0 + amplitude)
+    now, times = 0.0, []
+    while len(times) < count:
+        now += rng.exponential(1.0 / peak)
+        current = rate * (1.0 + amplitude * math.sin(2.0 * math.pi * now / period))
+        if rng.random() * peak <= current:
+            times.append(now)
+    return np.asarray(times)
+
+
+def load_trace(path: str) -> pd.DataFrame:
+    """Read a workload trace CSV and check its columns."""
+    frame = pd.read_csv(path)
+    missing = {"arrival", "model", "resolution"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"trace {path} lacks columns {sorted(missing)}")
+    if (frame["arrival"].diff().dropna() < 0).any():
+        raise ValueError(f"trace {path}: arrivals must be in ascending order")
+    return frame
+
+
+def generate_tasks(
+    workload: WorkloadConfig,
+    rate: float,
+    rng: np.random.Generator,
+    nominal_latency: Callable[[str, int], float] | None = None,
+) -> list[Task]:
+    """Draw one episode's tasks.
+
+    ``nominal_latency(model, resolution)`` gives the reference service time from which
+    slack deadlines are drawn; it is needed only when ``deadline.mode == "slack"``.
+    """
+    if workload.process == "trace":
+        return _trace_tasks(workload, rate, rng, nominal_latency)
+    n_initial = workload.initial_tasks
+    arrivals = np.concatenate(
+        [np.zeros(n_initial), arrival_times(workload, rate, workload.total_tasks - n_initial, rng)]
+    )
+    models = list(workload.models)
+    shares = np.array([workload.models[m].share for m in models])
+    model_index = rng.choice(len(models), size=len(arrivals), p=shares / shares.sum())
+    tasks = []
+    for task_id, (arrival, index) in enumerate(zip(arrivals, model_index, strict=True)):
+        model = models[index]
+        resolutions = workload.models[model].resolutions
+        resolution = int(resolutions[rng.integers(len(resolutions))])
+        gang = int(rng.choice(workload.gang_sizes)) if workload.gang_sizes else None
+        deadline = _draw_deadline(workload, float(arrival), model, resolution, rng,
+                                  nominal_latency)
+        tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang))
+    return tasks
+
+
+def _draw_deadline(
+    workload: WorkloadConfig,
+    arrival: float,
+    model: str,
+    resolution: int,
+    rng: np.random.Generator,
+    nominal_latency: Callable[[str, int], float] | None,
+) -> float:
+    if workload.deadline.mode == "none":
+        return math.inf
+    if nominal_latency is None:
+        raise ValueError("deadline mode 'slack' needs a nominal_latency function")
+    slack = rng.uniform(workload.deadline.slack_min, workload.deadline.slack_max)
+    return arrival + slack * nominal_latency(model, resolution)
+
+
+def _trace_tasks(
+    workload: WorkloadConfig,
+    rate: float,
+    rng: np.random.Generator,
+    nominal_latency: Callable[[str, int], float] | None,
+) -> list[Task]:
+    assert workload.trace_path is not None  # checked by params validation
+    frame = load_trace(workload.trace_path).head(workload.total_tasks)
+    arrivals = frame["arrival"].to_numpy(dtype=float)
+    arrivals = arrivals - arrivals.min()
+    span = arrivals.max()
+    if len(arrivals) > 1 and span > 0:
+        arrivals *= (len(arrivals) - 1) / span / rate  # mean rate becomes `rate`
+    tasks = []
+    for task_id, (arrival, row) in enumerate(zip(arrivals, frame.itertuples(), strict=True)):
+        model, resolution = str(row.model), int(row.resolution)
+        if model not in workload.models:
+            raise ValueError(f"trace row {task_id}: model {model!r} is not in workload.models")
+        if "deadline" in frame.columns and not pd.isna(row.deadline):
+            deadline = float(arrival) + float(row.deadline)
+        else:
+            deadline = _draw_deadline(workload, float(arrival), model, resolution, rng,
+                                      nominal_latency)
+        if "gang_size" in frame.columns and not pd.isna(row.gang_size):
+            gang = int(row.gang_size)
+        elif workload.gang_sizes:
+            gang = int(rng.choice(workload.gang_sizes))
+        else:
+            gang = None
+        tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang))
+    return tasks
