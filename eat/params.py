@@ -10,15 +10,13 @@ The models carry no pipeline defaults on purpose: the values live in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PresetName = Literal["paper", "edge"]
-SchedulerName = Literal[
-    "random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"
-]
+SchedulerName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -361,31 +359,32 @@ class Params(_Strict):
         return self
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Walk ``loc`` (without its last element) through nested models to list the keys
-    allowed where an unknown key was found."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
-        else:
-            # dict[str, Model] / list[Model] / Optional[Model]: take the model argument
-            args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
-            models = [a for a in args if issubclass(a, BaseModel)]
-            if not models:
-                return None
-            current = models[0]
-        args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
-        optional_models = [a for a in args if issubclass(a, BaseModel)]
-        if optional_models and not (isinstance(current, type) and issubclass(current, BaseModel)):
-            if len(args) == 2 and type(None) in args:  # Model | None
-                current = optional_models[0]
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``Model``, ``Model | None``,
+    ``dict[str, Model]``, ``list[Model]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
     return None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed where ``loc`` (a pydantic error location) found an unknown key."""
+    current: type[BaseModel] | None = model
+    skip_key = False
+    for part in loc[:-1]:
+        if skip_key:  # a dict key or list index, not a field
+            skip_key = False
+            continue
+        field = current.model_fields.get(str(part)) if current is not None else None
+        if field is None:
+            return None
+        current = _model_in(field.annotation)
+        skip_key = get_origin(field.annotation) in (dict, list)
+    return sorted(current.model_fields) if current is not None else None
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

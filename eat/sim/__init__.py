@@ -19,8 +19,22 @@ from eat.sim.workload import Task, generate_tasks
 register()
 
 __all__ = [
-    "ENV_ID", "RECORD_COLUMNS", "SEGMENT_COLUMNS", "Dispatch", "EdgeClusterEnv", "Encoder",
-    "GangTiming", "Outcome", "PaperLatency", "ProfileLatency", "QualityCurve",
-    "SimulationError", "Simulator", "Task", "episode_rngs", "generate_tasks", "make_tasks",
+    "ENV_ID",
+    "RECORD_COLUMNS",
+    "SEGMENT_COLUMNS",
+    "Dispatch",
+    "EdgeClusterEnv",
+    "Encoder",
+    "GangTiming",
+    "Outcome",
+    "PaperLatency",
+    "ProfileLatency",
+    "QualityCurve",
+    "SimulationError",
+    "Simulator",
+    "Task",
+    "episode_rngs",
+    "generate_tasks",
+    "make_tasks",
     "register",
 ]

@@ -154,7 +154,7 @@ class Encoder:
     def steps_from(self, value: float) -> int:
         preset = self.sim.preset
         fraction = (min(1.0, max(-1.0, float(value))) + 1.0) / 2.0
-        return int(round(preset.min_steps + fraction * (preset.max_steps - preset.min_steps)))
+        return round(preset.min_steps + fraction * (preset.max_steps - preset.min_steps))
 
     def gang_size_from(self, value: float) -> int:
         sizes = self.sim.allowed_gang_sizes

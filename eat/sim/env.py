@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -70,7 +70,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     - v0: initial version.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,
@@ -96,8 +96,12 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last_time = 0.0
 
     def _info(self, **extra: Any) -> dict[str, Any]:
-        return {"action_mask": self.encoder.action_mask(), "time": self.sim.now,
-                "rate": self.rate, **extra}
+        return {
+            "action_mask": self.encoder.action_mask(),
+            "time": self.sim.now,
+            "rate": self.rate,
+            **extra,
+        }
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -107,9 +111,9 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
             self.rate = float(options["rate"])
         else:
             self.rate = self.rates[int(self.np_random.integers(len(self.rates)))]
-        workload_seq, noise_seq = np.random.SeedSequence(
-            int(self.np_random.integers(2**63))
-        ).spawn(2)
+        workload_seq, noise_seq = np.random.SeedSequence(int(self.np_random.integers(2**63))).spawn(
+            2
+        )
         tasks = make_tasks(self.sim, self.rate, np.random.default_rng(workload_seq))
         self.sim.reset(tasks, np.random.default_rng(noise_seq))
         self.sim.advance()
@@ -143,5 +147,6 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
 def register() -> None:
     """Register :data:`ENV_ID` with Gymnasium (idempotent)."""
     if ENV_ID not in gym.registry:
-        gym.register(ENV_ID, entry_point="eat.sim.env:EdgeClusterEnv",
-                     max_episode_steps=MAX_EPISODE_STEPS)
+        gym.register(
+            ENV_ID, entry_point="eat.sim.env:EdgeClusterEnv", max_episode_steps=MAX_EPISODE_STEPS
+        )

@@ -159,8 +159,9 @@ class ProfileLatency:
         self._decode_s = decode.to_numpy(dtype=float)
         encode = step_frame[step_frame["op"] == "encode"]
         self.encode_s = float(encode["seconds"].median()) if not encode.empty else 0.0
-        self.cold_start_s = self._cold_starts(cold_frame, config.load_bandwidth_gbps,
-                                              config.cold_start_overhead_s)
+        self.cold_start_s = self._cold_starts(
+            cold_frame, config.load_bandwidth_gbps, config.cold_start_overhead_s
+        )
         self._speed = {name: gpu.speed for name, gpu in preset.gpu_types.items()}
 
     def _cold_starts(
@@ -180,8 +181,9 @@ class ProfileLatency:
         for name, spec in self.preset.models.items():
             total = 0.0
             for component in ("unet", "vae", "text_encoder"):
-                rows = shared[(shared["component"] == component)
-                              & (shared["model"] == spec.profile_model)]
+                rows = shared[
+                    (shared["component"] == component) & (shared["model"] == spec.profile_model)
+                ]
                 if rows.empty:  # the profile measured this component for another model only
                     rows = shared[shared["component"] == component]
                 if rows.empty:

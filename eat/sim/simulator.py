@@ -114,9 +114,24 @@ class Outcome:
 
 
 RECORD_COLUMNS = [
-    "task_id", "arrival", "model", "resolution", "deadline", "gang_size", "servers", "steps",
-    "start", "finish", "waiting", "cold_start_s", "cold_starts", "service", "latency",
-    "quality", "reward", "deadline_met",
+    "task_id",
+    "arrival",
+    "model",
+    "resolution",
+    "deadline",
+    "gang_size",
+    "servers",
+    "steps",
+    "start",
+    "finish",
+    "waiting",
+    "cold_start_s",
+    "cold_starts",
+    "service",
+    "latency",
+    "quality",
+    "reward",
+    "deadline_met",
 ]
 SEGMENT_COLUMNS = ["server", "task_id", "start", "compute_start", "finish"]
 
@@ -148,7 +163,8 @@ class Simulator:
         self.now: SimTime = 0.0
         self.rng = rng
         self.servers = [
-            Server(i, gpu, speed, memory) for i, (gpu, speed, memory) in enumerate(self.server_specs)
+            Server(i, gpu, speed, memory)
+            for i, (gpu, speed, memory) in enumerate(self.server_specs)
         ]
         self.n_free = self.n_servers
         self.queue: list[Task] = []
@@ -166,7 +182,9 @@ class Simulator:
         self.n_arrived = 0
         for task in sorted(tasks, key=lambda t: (t.arrival, t.task_id)):
             if task.arrival < 0:
-                raise SimulationError(f"task {task.task_id} arrives at negative time {task.arrival}")
+                raise SimulationError(
+                    f"task {task.task_id} arrives at negative time {task.arrival}"
+                )
             self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
         self._process_instant()
 
@@ -216,8 +234,7 @@ class Simulator:
             if not self._events:
                 if not self.done:
                     raise SimulationError(
-                        f"no events left but {len(self.tasks) - self.n_completed} tasks "
-                        "unfinished"
+                        f"no events left but {len(self.tasks) - self.n_completed} tasks unfinished"
                     )
                 return False
             self.now = self._events[0][0]
@@ -328,8 +345,7 @@ class Simulator:
             )
         if not self.preset.min_steps <= dispatch.steps <= self.preset.max_steps:
             raise SimulationError(
-                f"steps {dispatch.steps} outside [{self.preset.min_steps}, "
-                f"{self.preset.max_steps}]"
+                f"steps {dispatch.steps} outside [{self.preset.min_steps}, {self.preset.max_steps}]"
             )
         if self.kind == "paper":
             if dispatch.servers is not None:
@@ -362,7 +378,12 @@ class Simulator:
     def _reward(self, task: Task, duration: float, finish: SimTime, steps: int) -> float:
         reward_config = self.preset.reward
         window = reward_config.avg_wait_window
-        others = [t for t in self.queue if t.task_id != task.task_id][:window]
+        others = []
+        for queued in self.queue:  # only the first `window` others matter
+            if queued is not task:
+                others.append(queued)
+                if len(others) == window:
+                    break
         avg_wait = sum(self.now - t.arrival for t in others) / len(others) if others else 0.0
         wait = self.now - task.arrival
         latency_term = reward_config.latency_scale / max(avg_wait + duration + wait, 1e-9)
@@ -378,9 +399,16 @@ class Simulator:
         timing = self.gang_timing(task, servers)
         duration = timing.duration(dispatch.steps)
         finish = self.now + duration
-        return Outcome(task, servers, dispatch.steps, self.now, finish, timing,
-                       self.quality(dispatch.steps),
-                       self._reward(task, duration, finish, dispatch.steps))
+        return Outcome(
+            task,
+            servers,
+            dispatch.steps,
+            self.now,
+            finish,
+            timing,
+            self.quality(dispatch.steps),
+            self._reward(task, duration, finish, dispatch.steps),
+        )
 
     def dispatch(self, dispatch: Dispatch) -> Outcome:
         """Apply a decision: the gang starts now. Returns the realised outcome."""
@@ -392,9 +420,16 @@ class Simulator:
             compute *= self.rng.gamma(shape, 1.0 / shape)
         duration = timing.setup_s + compute + timing.tail_s
         start, finish = self.now, self.now + duration
-        outcome = Outcome(task, servers, dispatch.steps, start, finish, timing,
-                          self.quality(dispatch.steps),
-                          self._reward(task, duration, finish, dispatch.steps))
+        outcome = Outcome(
+            task,
+            servers,
+            dispatch.steps,
+            start,
+            finish,
+            timing,
+            self.quality(dispatch.steps),
+            self._reward(task, duration, finish, dispatch.steps),
+        )
         self.queue.remove(task)
         self._book_servers(task, servers, timing, finish)
         self._running[task.task_id] = outcome
@@ -432,24 +467,44 @@ class Simulator:
                 evicted, _ = server.resident.popitem(last=False)
                 used -= self.preset.models[evicted].memory_gb
             server.resident[task.model] = None
-            self._schedule(self.now + cold, PRIORITY_LOAD_DONE, EVENT_LOAD_DONE,
-                           (server_id, task.model))
+            self._schedule(
+                self.now + cold, PRIORITY_LOAD_DONE, EVENT_LOAD_DONE, (server_id, task.model)
+            )
 
     def _record(self, outcome: Outcome) -> None:
         task = outcome.task
         cold = outcome.timing.member_cold_start_s
-        self.records.append((
-            task.task_id, task.arrival, task.model, task.resolution, task.deadline,
-            len(outcome.servers), ",".join(map(str, outcome.servers)), outcome.steps,
-            outcome.start, outcome.finish, outcome.start - task.arrival,
-            outcome.cold_start_s, sum(1 for c in cold if c > 0),
-            outcome.finish - outcome.start, outcome.finish - task.arrival,
-            outcome.quality, outcome.reward, outcome.deadline_met,
-        ))
+        self.records.append(
+            (
+                task.task_id,
+                task.arrival,
+                task.model,
+                task.resolution,
+                task.deadline,
+                len(outcome.servers),
+                ",".join(map(str, outcome.servers)),
+                outcome.steps,
+                outcome.start,
+                outcome.finish,
+                outcome.start - task.arrival,
+                outcome.cold_start_s,
+                sum(1 for c in cold if c > 0),
+                outcome.finish - outcome.start,
+                outcome.finish - task.arrival,
+                outcome.quality,
+                outcome.reward,
+                outcome.deadline_met,
+            )
+        )
         for server_id, member_cold in zip(outcome.servers, cold, strict=True):
             self.segments.append(
-                (server_id, task.task_id, outcome.start, outcome.start + member_cold,
-                 outcome.finish)
+                (
+                    server_id,
+                    task.task_id,
+                    outcome.start,
+                    outcome.start + member_cold,
+                    outcome.finish,
+                )
             )
 
     # ------------------------------------------------------------------ results
@@ -492,6 +547,14 @@ def episode_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 
 
 __all__ = [
-    "RECORD_COLUMNS", "SEGMENT_COLUMNS", "Dispatch", "Outcome", "Server", "SimTime",
-    "SimulationError", "Simulator", "episode_rngs", "make_tasks",
+    "RECORD_COLUMNS",
+    "SEGMENT_COLUMNS",
+    "Dispatch",
+    "Outcome",
+    "Server",
+    "SimTime",
+    "SimulationError",
+    "Simulator",
+    "episode_rngs",
+    "make_tasks",
 ]

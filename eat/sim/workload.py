@@ -137,8 +137,7 @@ def generate_tasks(
         resolutions = workload.models[model].resolutions
         resolution = int(resolutions[rng.integers(len(resolutions))])
         gang = int(rng.choice(workload.gang_sizes)) if workload.gang_sizes else None
-        deadline = _draw_deadline(workload, float(arrival), model, resolution, rng,
-                                  nominal_latency)
+        deadline = _draw_deadline(workload, float(arrival), model, resolution, rng, nominal_latency)
         tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang))
     return tasks
 
@@ -180,8 +179,9 @@ def _trace_tasks(
         if "deadline" in frame.columns and not pd.isna(row.deadline):
             deadline = float(arrival) + float(row.deadline)
         else:
-            deadline = _draw_deadline(workload, float(arrival), model, resolution, rng,
-                                      nominal_latency)
+            deadline = _draw_deadline(
+                workload, float(arrival), model, resolution, rng, nominal_latency
+            )
         if "gang_size" in frame.columns and not pd.isna(row.gang_size):
             gang = int(row.gang_size)
         elif workload.gang_sizes:

@@ -1,0 +1,1 @@
+"""eat: QoS-aware edge-collaborative AIGC task scheduling (simulator, schedulers, pipeline)."""

@@ -1,0 +1,52 @@
+"""Command line: the pipeline's steps without notebooks (``eat ...`` or ``python -m eat``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eat.params import ParamsError, load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eat", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="parameters file")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check-params", help="validate the parameters file and exit")
+    build = commands.add_parser("build-env", help="build and describe every selected preset")
+    build.add_argument("--out", default="reports/env", type=Path)
+    build.add_argument("--summary", default="reports/env_summary.json", type=Path)
+    evaluate = commands.add_parser("evaluate", help="evaluate every scheduler over the sweeps")
+    evaluate.add_argument("--out", default="reports/eval", type=Path)
+    evaluate.add_argument("--metrics", default="reports/metrics.json", type=Path)
+    evaluate.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        params = load_params(args.params)
+    except (ParamsError, FileNotFoundError) as error:
+        print(f"eat: {error}", file=sys.stderr)
+        return 2
+
+    # Imported here so that check-params stays fast and light.
+    from eat import pipeline
+
+    if args.command == "check-params":
+        print(f"{args.params}: valid")
+    elif args.command == "build-env":
+        pipeline.setup_logging(args.out / "build_env.log")
+        summary = pipeline.build_env(params, args.out)
+        pipeline.write_metrics(summary, args.summary)
+        print(json.dumps(summary, indent=2))
+    elif args.command == "evaluate":
+        pipeline.setup_logging(args.out / "evaluate.log")
+        metrics = pipeline.evaluate(params, args.out, progress=not args.no_progress)
+        pipeline.write_metrics(metrics, args.metrics)
+        print(f"wrote {len(metrics)} metric entries to {args.metrics}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
