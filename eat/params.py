@@ -308,7 +308,7 @@ class SchedulerSettings(_Strict):
     """Fixed choices of the heuristics that do not optimise them."""
 
     fixed_steps: PositiveInt
-    """Steps used by fifo, first_fit, warm_first and edf (when it can meet the deadline)."""
+    """Steps used by fifo, first_fit and warm_first (and by the warm floor)."""
     fixed_gang_size: PositiveInt
     """edge: gang size used by fifo, first_fit and warm_first."""
     target_quality: Annotated[float, Field(ge=0)]

@@ -94,7 +94,7 @@ def latency_table(preset: PresetConfig) -> pd.DataFrame:
         return pd.DataFrame([row for group in rows for row in group])
     for model, spec in preset.workload.models.items():
         for resolution in spec.resolutions:
-            for gpu in preset.gpu_types:
+            for gpu in dict.fromkeys(group.gpu for group in preset.servers):
                 for size in sim.allowed_gang_sizes:
                     timing = sim.latency.gang_timing(  # type: ignore[call-arg]
                         model, resolution, [gpu] * size, [True] * size

@@ -1,5 +1,27 @@
 """Schedulers: one interface (:class:`Scheduler`) for heuristics and learned agents."""
 
 from eat.agents.base import Scheduler
+from eat.agents.heuristics import (
+    SCHEDULERS,
+    EarliestFinishTimeScheduler,
+    EdfScheduler,
+    FifoScheduler,
+    FirstFitScheduler,
+    GreedyScheduler,
+    RandomScheduler,
+    WarmFirstScheduler,
+    make_scheduler,
+)
 
-__all__ = ["Scheduler"]
+__all__ = [
+    "SCHEDULERS",
+    "EarliestFinishTimeScheduler",
+    "EdfScheduler",
+    "FifoScheduler",
+    "FirstFitScheduler",
+    "GreedyScheduler",
+    "RandomScheduler",
+    "Scheduler",
+    "WarmFirstScheduler",
+    "make_scheduler",
+]

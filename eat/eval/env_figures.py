@@ -6,34 +6,47 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eat.eval.figures import _finish, _new_figure, _outside_legend
+from eat.eval.figures import _finish, _new_figure, _outside_legend, _plain_log_ticks
 from eat.sim.quality import QualityCurve
 
 
 def latency_table_figure(
     table: pd.DataFrame, preset: str, path: str | Path | None = None
 ) -> Figure:
-    """Per-step latency against gang size (patches), one line per GPU type, model and
-    resolution (log y): how much patch parallelism buys on each GPU."""
-    fig, ax = _new_figure((8.0, 4.5))
-    for (model, resolution, gpu), rows in table.groupby(["model", "resolution", "gpu"]):
-        rows = rows.sort_values("patches")
-        ax.plot(
-            rows["patches"],
-            rows["step_s"] * 1e3,
-            marker="o",
-            label=f"{model} {resolution}px on {gpu}",
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("gang size = patches")
-    ax.set_ylabel("time per denoising step (ms)")
-    ax.set_title(f"{preset}: per-step latency used by the simulator (warm)")
-    _outside_legend(
-        ax, ncols=1 if table.groupby(["model", "resolution", "gpu"]).ngroups < 16 else 2
-    )
+    """Per-step latency against gang size (patches): one panel per model and resolution,
+    one line per GPU type of the cluster (log y), i.e. how much patch parallelism buys
+    on each GPU, communication included."""
+    panels = list(table.groupby(["model", "resolution"]))
+    gpus = list(dict.fromkeys(table["gpu"]))
+    colours = dict(zip(gpus, sns.color_palette("colorblind", len(gpus)), strict=True))
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(3.2 * len(panels) + 1.5, 3.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, ((model, resolution), rows) in zip(axes, panels, strict=True):
+        for gpu, per_gpu in rows.groupby("gpu", sort=False):
+            per_gpu = per_gpu.sort_values("patches")
+            ax.plot(
+                per_gpu["patches"],
+                per_gpu["step_s"] * 1e3,
+                marker="o",
+                label=gpu,
+                color=colours[gpu],
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        ax.set_xticks(sorted(rows["patches"].unique()))
+        ax.set_xticklabels([str(p) for p in sorted(rows["patches"].unique())])
+        ax.set_title(f"{model} {resolution} px", fontsize="medium")
+        ax.set_xlabel("gang size = patches")
+    axes[0].set_ylabel("time per denoising step (ms)")
+    fig.suptitle(f"{preset}: per-step latency used by the simulator (warm)")
+    _outside_legend(axes[-1], title="GPU")
     return _finish(fig, path)
 
 

@@ -9,11 +9,14 @@ import gymnasium as gym
 import numpy as np
 
 from eat.params import PresetConfig, load_params, repo_params_path
-from eat.sim.encoding import Encoder
+from eat.sim.encoding import SLACK_CLIP, Encoder
 from eat.sim.simulator import Simulator, make_tasks
 
 ENV_ID = "eat/EdgeCluster-v0"
 MAX_EPISODE_STEPS = 4096
+# Every feature is >= -SLACK_CLIP; times divided by time_scale_s stay far below this bound
+# (1e6 time scales), which is finite so that normalising wrappers behave.
+OBSERVATION_HIGH = 1e6
 
 
 class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -33,7 +36,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     the meaning of invalid choices are documented in :mod:`eat.sim.encoding`.
 
     ## Observation Space
-    ``Box(-inf, inf, (queue_window + n_servers + 1, 12 + n_models), float32)``: one
+    ``Box(-10, 1e6, (queue_window + n_servers + 1, 12 + n_models), float32)``: one
     token per task slot, per server and one global token, all with the same columns
     (see :mod:`eat.sim.encoding` for the table). Times are relative (waiting time,
     time to deadline, remaining busy time, time since the episode start) and divided
@@ -89,7 +92,10 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         self.sim = Simulator(preset)
         self.encoder = Encoder(self.sim)
         self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (self.encoder.n_tokens, self.encoder.n_features), np.float32
+            -SLACK_CLIP,
+            OBSERVATION_HIGH,
+            (self.encoder.n_tokens, self.encoder.n_features),
+            np.float32,
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.encoder.action_size,), np.float32)
         self.rate = self.rates[0]

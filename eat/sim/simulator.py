@@ -375,23 +375,33 @@ class Simulator:
                 )
         return task, tuple(servers)
 
-    def _reward(self, task: Task, duration: float, finish: SimTime, steps: int) -> float:
-        reward_config = self.preset.reward
-        window = reward_config.avg_wait_window
+    def avg_wait_excluding(self, task: Task) -> float:
+        """Mean waiting time of the first ``avg_wait_window`` queued tasks other than
+        ``task`` (the reward's congestion term); 0 when none is queued."""
+        window = self.preset.reward.avg_wait_window
         others = []
         for queued in self.queue:  # only the first `window` others matter
             if queued is not task:
                 others.append(queued)
                 if len(others) == window:
                     break
-        avg_wait = sum(self.now - t.arrival for t in others) / len(others) if others else 0.0
+        return sum(self.now - t.arrival for t in others) / len(others) if others else 0.0
+
+    def reward(self, task: Task, avg_wait: float, duration: float, steps: int) -> float:
+        """Reward of dispatching ``task`` now for ``duration`` seconds with ``steps``
+        steps, given :meth:`avg_wait_excluding` (see the module docstring)."""
+        config = self.preset.reward
         wait = self.now - task.arrival
-        latency_term = reward_config.latency_scale / max(avg_wait + duration + wait, 1e-9)
-        reward = min(reward_config.latency_cap, latency_term)
-        reward += reward_config.quality_weight * self.quality(steps)
-        if finish > task.deadline:
-            reward -= reward_config.deadline_penalty
+        latency_term = config.latency_scale / max(avg_wait + duration + wait, 1e-9)
+        reward = min(config.latency_cap, latency_term)
+        reward += config.quality_weight * self.quality(steps)
+        if self.now + duration > task.deadline:
+            reward -= config.deadline_penalty
         return reward
+
+    def warm_groups(self) -> list[tuple[int, ...]]:
+        """paper: the intact warm groups (servers that last ran a task together)."""
+        return [tuple(sorted(members)) for members in self._groups.values()]
 
     def preview(self, dispatch: Dispatch) -> Outcome:
         """The expected outcome of ``dispatch`` without applying it (no noise)."""
@@ -407,7 +417,7 @@ class Simulator:
             finish,
             timing,
             self.quality(dispatch.steps),
-            self._reward(task, duration, finish, dispatch.steps),
+            self.reward(task, self.avg_wait_excluding(task), duration, dispatch.steps),
         )
 
     def dispatch(self, dispatch: Dispatch) -> Outcome:
@@ -428,7 +438,7 @@ class Simulator:
             finish,
             timing,
             self.quality(dispatch.steps),
-            self._reward(task, duration, finish, dispatch.steps),
+            self.reward(task, self.avg_wait_excluding(task), duration, dispatch.steps),
         )
         self.queue.remove(task)
         self._book_servers(task, servers, timing, finish)
