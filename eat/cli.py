@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", default="reports/eval", type=Path)
     evaluate.add_argument("--metrics", default="reports/metrics.json", type=Path)
     evaluate.add_argument("--no-progress", action="store_true")
+    summary = commands.add_parser("summary", help="print mean latency and quality per rate")
+    summary.add_argument("--aggregate", default="reports/eval/aggregate.csv", type=Path)
     args = parser.parse_args(argv)
 
     try:
@@ -45,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         metrics = pipeline.evaluate(params, args.out, progress=not args.no_progress)
         pipeline.write_metrics(metrics, args.metrics)
         print(f"wrote {len(metrics)} metric entries to {args.metrics}")
+    elif args.command == "summary":
+        import pandas as pd
+
+        aggregated = pd.read_csv(args.aggregate)
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            for preset in aggregated["preset"].unique():
+                for metric in ("latency_mean", "quality_mean"):
+                    print(f"\n{preset}: {metric} [95% CI] by arrival rate (tasks/s)")
+                    print(pipeline.summary_table(aggregated, preset, metric).to_string())
     return 0
 
 

@@ -252,10 +252,15 @@ def evaluate(params: Params, out_dir: Path, *, progress: bool = True) -> dict[st
             gantt_result = results[(gantt.scheduler, gantt.rate, seeds[0])]
     if gantt_result is not None:
         gantt = config.gantt
+        gantt_preset = params.env.preset(gantt.preset)
+        labels = [
+            f"{i}: {gpu}" for i, (gpu, _, _) in enumerate(Simulator(gantt_preset).server_specs)
+        ]
         figures.gantt(
             gantt_result.segments,
             gantt_result.tasks,
             n_servers=gantt_result.n_servers,
+            server_labels=labels,
             title=f"{gantt.preset}: {gantt.scheduler} at {gantt.rate:g} tasks/s, seed {seeds[0]}",
             path=plots / "gantt.png",
         )
@@ -274,3 +279,15 @@ def evaluate(params: Params, out_dir: Path, *, progress: bool = True) -> dict[st
 def write_metrics(metrics: dict[str, Any], path: Path) -> None:
     """Write a stage's DVC metrics file (plain JSON, no NaN)."""
     _write_json(path, metrics)
+
+
+def summary_table(aggregated: pd.DataFrame, preset: str, metric: str) -> pd.DataFrame:
+    """One row per scheduler, one column per rate of ``preset``: ``mean [low, high]``."""
+    rows = aggregated[aggregated["preset"] == preset]
+    cells = rows.apply(
+        lambda row: (
+            f"{row[metric]:.3g} [{row[metric + '_ci_low']:.3g}, {row[metric + '_ci_high']:.3g}]"
+        ),
+        axis=1,
+    )
+    return rows.assign(cell=cells).pivot(index="scheduler", columns="rate", values="cell")

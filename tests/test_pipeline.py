@@ -159,3 +159,50 @@ def test_push_then_fresh_clone_pull_restores_outputs(reproduced: Path, env, tmp_
         assert (clone / name).read_bytes() == (reproduced / name).read_bytes(), name
     status = run([*dvc, "status"], clone, {**env, "PYTHONPATH": str(clone)})
     assert "up to date" in status
+
+
+def test_cli_reproduces_the_notebook_metrics(reproduced: Path, env, tmp_path):
+    """The command-line entry point runs the same computation as the evaluate notebook:
+    same params, same numbers (all but the wall-clock decision times)."""
+    out = tmp_path / "eval"
+    run(
+        [
+            sys.executable,
+            "-m",
+            "eat",
+            "--params",
+            "params.yaml",
+            "evaluate",
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "metrics.json"),
+            "--no-progress",
+        ],
+        reproduced,
+        env,
+    )
+    ours = json.loads((tmp_path / "metrics.json").read_text())
+    pipeline = json.loads((reproduced / "reports/metrics.json").read_text())
+    assert ours.keys() == pipeline.keys()
+    for key, entry in ours.items():
+        for field, value in entry.items():
+            if not field.startswith("decision_ms"):
+                assert value == pipeline[key][field], f"{key} {field}"
+    summary = run([sys.executable, "-m", "eat", "summary"], reproduced, env)
+    assert "paper: latency_mean [95% CI]" in summary and "edge: quality_mean" in summary
+    build = run(
+        [
+            sys.executable,
+            "-m",
+            "eat",
+            "build-env",
+            "--out",
+            str(tmp_path / "env"),
+            "--summary",
+            str(tmp_path / "env.json"),
+        ],
+        reproduced,
+        env,
+    )
+    assert json.loads(build) == json.loads((reproduced / "reports/env_summary.json").read_text())

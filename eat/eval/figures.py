@@ -392,6 +392,7 @@ def gantt(
     *,
     n_servers: int,
     title: str,
+    server_labels: Sequence[str] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Gantt chart of server occupancy: one bar per segment, coloured by task.
@@ -406,6 +407,7 @@ def gantt(
             outline deadline misses.
         n_servers: number of servers (rows), including idle ones.
         title: figure title; name the preset, scheduler and rate in it.
+        server_labels: y tick labels (e.g. with the GPU type); "server i" by default.
         path: where to save a PNG, if anywhere.
     """
     required = ["server", "task_id", "start", "compute_start", "finish"]
@@ -464,7 +466,11 @@ def gantt(
         if (f - s) >= 0.03 * span:
             ax.text((s + f) / 2, y, str(t), ha="center", va="center", fontsize=7)
 
-    ax.set_yticks(range(n_servers), [f"server {i}" for i in range(n_servers)])
+    if server_labels is None:
+        server_labels = [f"server {i}" for i in range(n_servers)]
+    elif len(server_labels) != n_servers:
+        raise ValueError(f"{len(server_labels)} server labels for {n_servers} servers")
+    ax.set_yticks(range(n_servers), list(server_labels))
     ax.set_ylim(n_servers - 0.5, -0.5)  # server 0 on top
     ax.set_xlabel("time (s)")
     ax.set_ylabel("server")
