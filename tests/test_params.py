@@ -79,7 +79,10 @@ def test_missing_key(raw):
             lambda r: r["env"]["paper"]["workload"].__setitem__("initial_tasks", 40),
             r"initial_tasks \(40\) exceeds total_tasks \(32\)",
         ),
-        (lambda r: r["evaluate"].__setitem__("n_seeds", 11), r"n_seeds \(11\) exceeds"),
+        (
+            lambda r: r["evaluate"].__setitem__("n_seeds", len(r["seeds"]["test"]) + 1),
+            r"n_seeds \(\d+\) exceeds the \d+ seeds in seeds.test",
+        ),
         (lambda r: r["env"]["edge"].__setitem__("min_steps", 40), r"max_steps \(30\) < min_steps"),
     ],
 )
