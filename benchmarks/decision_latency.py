@@ -1,0 +1,95 @@
+"""Time per scheduling decision of every learned agent (and the heuristics), one CPU thread.
+
+Each agent decides through the :class:`~eat.agents.Scheduler` interface inside
+:func:`eat.eval.runner.run_episode`, so a decision includes building the observation
+(``Encoder.observe``), the actor's deterministic forward pass (for the diffusion actors
+the whole reverse chain) and decoding. Networks come from the trained models in
+``--models`` when they exist, else they are built from ``params.yaml`` with fresh
+weights: a decision does the same arithmetic whatever the weights.
+
+    .venv/bin/python benchmarks/decision_latency.py [--preset paper] [--episodes 20]
+
+The last line reads ``RESULT eat_decision_ms_median=<number>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+
+from eat.agents import make_scheduler
+from eat.agents.rl import AGENTS
+from eat.agents.rl.agent import RLScheduler, build_actor, load_scheduler
+from eat.eval.runner import run_episode
+from eat.params import load_params
+from eat.sim.encoding import Encoder
+from eat.sim.simulator import Simulator
+from eat.train import sac_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def agent_scheduler(params, preset: str, name: str, overrides: dict, models: Path) -> RLScheduler:
+    directory = models / preset / name / f"seed{params.seeds.train[0]}"
+    if (directory / "actor.pt").exists():
+        return load_scheduler(directory, name)
+    config = sac_config(params, preset, params.seeds.train[0], overrides)
+    config.device = "cpu"
+    encoder = Encoder(Simulator(params.env.preset(preset)))
+    shapes = {
+        "n_tokens": encoder.n_tokens,
+        "in_features": encoder.n_features,
+        "action_size": encoder.action_size,
+    }
+    torch.manual_seed(0)
+    return RLScheduler(build_actor(config, shapes), name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--models", default=str(REPO / "models"), type=Path)
+    parser.add_argument("--preset", default="paper", choices=["paper", "edge"])
+    parser.add_argument("--episodes", default=20, type=int)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    params = load_params(args.params)
+    preset = params.env.preset(args.preset)
+    rates = params.evaluate.rates[args.preset]
+    candidates: dict[str, dict] = dict(AGENTS)
+    if params.train.ablation is not None and params.train.ablation.preset == args.preset:
+        candidates.update(
+            {name: spec.model_dump() for name, spec in params.train.ablation.variants.items()}
+        )
+    schedulers = {
+        name: agent_scheduler(params, args.preset, name, overrides, args.models)
+        for name, overrides in candidates.items()
+    }
+    for name in ("random", "eft", "warm_first", "greedy"):
+        schedulers[name] = make_scheduler(name, params.schedulers)
+    print(f"decision time on one CPU thread, preset {args.preset}, {args.episodes} episodes")
+    print(f"{'scheduler':<20} {'decisions':>9} {'median ms':>10} {'p99 ms':>8}")
+    for scheduler in schedulers.values():  # warm-up of every one before any timing
+        for rate in rates:
+            run_episode(preset, scheduler, rate, params.seeds.validation[0])
+    medians = {}
+    for name, scheduler in schedulers.items():
+        seconds: list[float] = []
+        for episode in range(args.episodes):
+            rate = rates[episode % len(rates)]
+            seed = params.seeds.validation[episode % len(params.seeds.validation)]
+            seconds += run_episode(preset, scheduler, rate, seed).decision_seconds
+        ms = np.asarray(seconds) * 1e3
+        medians[name] = float(np.median(ms))
+        print(f"{name:<20} {ms.size:>9} {medians[name]:>10.3f} {np.percentile(ms, 99):>8.3f}")
+    print(f"RESULT eat_decision_ms_median={medians['eat']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,529 @@
+"""The learned agents: replay buffer, time-aware n-step returns, the diffusion chain,
+the attention encoder's permutation behaviour, checkpoints, resume, determinism, a
+short training run, generalisation to a larger cluster, the Ray matrix and the entry
+point (tiny budgets throughout, CleanRL's smoke-test habit)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from eat.agents.rl.actors import make_actor
+from eat.agents.rl.agent import RLScheduler, load_actor, load_scheduler, save_actor
+from eat.agents.rl.diffusion import DDPMScheduler, make_betas
+from eat.agents.rl.networks import AttentionCritic, TokenLayout, flat_to_tokens, tokens_to_flat
+from eat.agents.rl.sac import NStepAccumulator, ReplayBuffer, Transition
+from eat.eval.runner import run_episode
+from eat.params import ParamsError, load_params, validate_params
+from eat.sim.encoding import Encoder
+from eat.sim.env import EdgeClusterEnv
+from eat.sim.simulator import Simulator
+from eat.train import RunInterrupted, resolve_runs, run_matrix, train_run, validate, write_run
+from tests.conftest import REPO, tweak
+
+torch.set_num_threads(1)
+
+TINY = {
+    "width": 16,
+    "heads": 2,
+    "hidden": 16,
+    "batch_size": 32,
+    "total_steps": 120,
+    "eval_every": 60,
+    "demo_episodes": 3,
+    "bc_updates": 40,
+    "critic_warmup_updates": 10,
+    "learning_starts": 30,
+    "updates_per_step": 0.5,
+    "buffer_size": 5000,
+}
+
+
+def tiny_spec(params, agent="eat", preset="paper", seed=0, **changes):
+    spec = next(
+        s
+        for s in resolve_runs(params, include_ablation=False)
+        if s.agent == agent and s.preset_name == preset and s.config.seed == seed
+    )
+    spec.config = dataclasses.replace(spec.config, device="cpu", **{**TINY, **changes})
+    spec.validation_seeds = spec.validation_seeds[:1]
+    spec.rates = spec.rates[:2]
+    if preset == "edge":
+        spec.preset = tweak(spec.preset, workload={"total_tasks": 20})
+    return spec
+
+
+def observation(preset, rate=0.05, seed=0):
+    env = EdgeClusterEnv(preset, rate)
+    obs, info = env.reset(seed=seed)
+    return env, obs, info
+
+
+# ---------------------------------------------------------------------------
+# Replay buffer and n-step targets
+# ---------------------------------------------------------------------------
+
+
+def transition(value: float, size: int = 3) -> Transition:
+    obs = np.full((2, 2), value, np.float32)
+    vector = np.full(size, value, np.float32)
+    return Transition(obs, vector, vector, None, value, 0.5, obs + 1, vector, False)
+
+
+def test_replay_buffer_wraps_fifo_and_samples_named_tensors():
+    buffer = ReplayBuffer(4, (2, 2), 3, np.random.default_rng(0))
+    for value in range(6):
+        buffer.add(transition(float(value)))
+    assert len(buffer) == 4
+    assert sorted(buffer.reward.tolist()) == [2.0, 3.0, 4.0, 5.0]  # 0 and 1 overwritten
+    batch = buffer.sample(8, "cpu")
+    assert batch.obs.shape == (8, 2, 2) and batch.action.shape == (8, 3)
+    assert set(batch.reward.tolist()) <= {2.0, 3.0, 4.0, 5.0}
+    assert torch.all(batch.next_obs == batch.obs + 1)
+    assert torch.all(batch.has_demo == 0)
+    # Demonstrations are clipped so that tanh pre-activations stay finite.
+    buffer.add(transition(0.0)._replace(demo=np.array([1.0, -1.0, 0.3], np.float32)))
+    assert buffer.demo[(buffer.position - 1) % 4].tolist() == pytest.approx([0.95, -0.95, 0.3])
+
+
+def test_replay_buffer_state_round_trip():
+    buffer = ReplayBuffer(5, (2, 2), 3, np.random.default_rng(1))
+    for value in range(3):
+        buffer.add(transition(float(value)))
+    state = buffer.state_dict()
+    other = ReplayBuffer(5, (2, 2), 3, np.random.default_rng(99))
+    other.load_state_dict(state)
+    assert torch.equal(buffer.sample(6, "cpu").reward, other.sample(6, "cpu").reward)
+
+
+def push(acc, reward, time, next_time, terminated=False, truncated=False):
+    obs = np.zeros((1, 1), np.float32)
+    mask = np.ones(1, np.float32)
+    return acc.push(
+        obs, mask, mask, None, reward, time, obs, mask, next_time, terminated, truncated
+    )
+
+
+def test_nstep_discounts_by_elapsed_simulated_time():
+    acc = NStepAccumulator(n_step=3, gamma=0.5, discount_time_s=10.0)
+    assert push(acc, 1.0, 0.0, 10.0) == []
+    assert push(acc, 2.0, 10.0, 10.0) == []  # a second decision at the same instant
+    (first,) = push(acc, 4.0, 10.0, 30.0)
+    # rewards at t = 0, 10, 10 from t0 = 0: 1 + 0.5 * 2 + 0.5 * 4; bootstrap at t = 30
+    assert first.reward == pytest.approx(1 + 0.5 * 2 + 0.5 * 4)
+    assert first.discount == pytest.approx(0.5**3)
+    assert not first.done
+    (second,) = push(acc, 8.0, 30.0, 35.0)
+    # from t0 = 10: 2 + 4 (same time) + 0.5^2 * 8; bootstrap at 35: 0.5^2.5
+    assert second.reward == pytest.approx(2 + 4 + 0.25 * 8)
+    assert second.discount == pytest.approx(0.5**2.5)
+
+
+def test_nstep_termination_flushes_without_bootstrap_and_truncation_with():
+    acc = NStepAccumulator(n_step=3, gamma=0.5, discount_time_s=10.0)
+    push(acc, 1.0, 0.0, 10.0)
+    ready = push(acc, 2.0, 10.0, 20.0, terminated=True)
+    assert [t.done for t in ready] == [True, True]
+    assert [t.reward for t in ready] == pytest.approx([1 + 0.5 * 2, 2.0])
+    acc = NStepAccumulator(n_step=3, gamma=0.5, discount_time_s=10.0)
+    push(acc, 1.0, 0.0, 10.0)
+    ready = push(acc, 2.0, 10.0, 20.0, truncated=True)
+    assert [t.done for t in ready] == [False, False]
+    assert [t.discount for t in ready] == pytest.approx([0.25, 0.5])
+
+
+# ---------------------------------------------------------------------------
+# Diffusion chain
+# ---------------------------------------------------------------------------
+
+
+def test_ddpm_schedule_and_step_shapes():
+    scheduler = DDPMScheduler(10, "linear", 1e-4, 2e-2)
+    assert scheduler.betas[0].item() == pytest.approx(1e-4)
+    assert scheduler.betas[-1].item() == pytest.approx(2e-2)
+    assert torch.all(scheduler.alphas_cumprod[1:] < scheduler.alphas_cumprod[:-1])
+    assert scheduler.timesteps == list(range(9, -1, -1))
+    x = torch.randn(4, 7, 3)
+    noisy = scheduler.add_noise(x, torch.randn_like(x), 5)
+    out = scheduler.step(torch.zeros_like(x), 5, noisy, torch.randn_like(x))
+    assert out.prev_sample.shape == x.shape and out.pred_original_sample.abs().max() <= 1.0
+    # Deterministic step (no noise) and t = 0 add no noise.
+    a = scheduler.step(torch.ones_like(x), 0, x, torch.randn_like(x)).prev_sample
+    b = scheduler.step(torch.ones_like(x), 0, x, None).prev_sample
+    assert torch.equal(a, b)
+    for schedule in ("cosine", "vp"):
+        betas = make_betas(schedule, 10, 1e-4, 2e-2)
+        assert torch.all((betas > 0) & (betas < 1))
+    with pytest.raises(ValueError, match="beta_schedule 'square' is not supported; choose one of"):
+        make_betas("square", 10, 1e-4, 2e-2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must equal num_train_timesteps"):
+        scheduler.set_timesteps(5)
+
+
+@pytest.mark.parametrize("encoder", ["attention", "mlp"])
+@pytest.mark.parametrize("steps", [1, 10])
+def test_diffusion_actor_log_probs_finite_and_deterministic_mode(paper, encoder, steps):
+    env, obs, info = observation(paper)
+    obs_t = torch.as_tensor(obs).unsqueeze(0).repeat(5, 1, 1)
+    mask = torch.as_tensor(info["action_mask"], dtype=torch.float32).unsqueeze(0).repeat(5, 1)
+    actor = make_actor(
+        "diffusion",
+        encoder,
+        obs.shape[0],
+        obs.shape[1],
+        env.action_space.shape[0],
+        width=16,
+        heads=2,
+        layers=1,
+        hidden=16,
+        denoising_steps=steps,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=2e-2,
+    )
+    out = actor(obs_t, mask)
+    assert out.action.shape == (5, env.action_space.shape[0])
+    assert torch.all(out.action.abs() <= 1) and torch.all(torch.isfinite(out.log_prob))
+    out.log_prob.sum().backward()  # gradients flow through the chain
+    assert actor.denoiser.sample_in.weight.grad is not None
+    # Sampled actions differ across the batch; deterministic ones do not, and do not
+    # depend on the global random state.
+    assert not torch.allclose(out.action[0], out.action[1])
+    torch.manual_seed(1)
+    first = actor(obs_t, mask, deterministic=True)
+    torch.manual_seed(2)
+    second = actor(obs_t, mask, deterministic=True)
+    assert torch.equal(first.action, second.action)
+    assert torch.allclose(first.action[0], first.action[4])
+    assert torch.equal(first.action, first.mean_action)
+
+
+def test_log_prob_ignores_masked_slots(paper):
+    env, obs, _info = observation(paper)
+    actor = make_actor(
+        "gaussian",
+        "attention",
+        obs.shape[0],
+        obs.shape[1],
+        env.action_space.shape[0],
+        width=16,
+        heads=2,
+        layers=1,
+        hidden=16,
+        denoising_steps=1,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=2e-2,
+    )
+    obs_t = torch.as_tensor(obs).unsqueeze(0)
+    ones = torch.ones(1, env.action_space.shape[0])
+    zeros = torch.zeros_like(ones)
+    torch.manual_seed(0)
+    full = actor(obs_t, ones).log_prob
+    torch.manual_seed(0)
+    none = actor(obs_t, zeros).log_prob
+    assert none.item() == 0.0 and full.item() != 0.0
+
+
+# ---------------------------------------------------------------------------
+# Attention encoder: token layout and permutation behaviour over server tokens
+# ---------------------------------------------------------------------------
+
+
+def test_token_layout_round_trip(edge):
+    _env, obs, _ = observation(edge, rate=1.0)
+    layout = TokenLayout.of(torch.as_tensor(obs).unsqueeze(0))
+    assert layout == TokenLayout(edge.queue_window, edge.n_servers)
+    flat = torch.randn(2, layout.action_size)
+    assert torch.equal(tokens_to_flat(flat_to_tokens(flat, layout), layout), flat)
+
+
+def permuted(obs: np.ndarray, window: int, perm: list[int]) -> np.ndarray:
+    out = obs.copy()
+    out[window : window + len(perm)] = obs[window + np.array(perm)]
+    return out
+
+
+@pytest.mark.parametrize("actor_kind", ["gaussian", "diffusion"])
+def test_attention_actor_is_permutation_equivariant_over_servers(edge, actor_kind):
+    env, obs, _info = observation(edge, rate=1.0)
+    window, servers = edge.queue_window, edge.n_servers
+    actor = make_actor(
+        actor_kind,
+        "attention",
+        obs.shape[0],
+        obs.shape[1],
+        env.action_space.shape[0],
+        width=16,
+        heads=2,
+        layers=2,
+        hidden=16,
+        denoising_steps=3,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=2e-2,
+    ).eval()
+    perm = list(np.random.default_rng(0).permutation(servers))
+    with torch.no_grad():
+        a = actor(torch.as_tensor(obs)[None], None, deterministic=True).action[0]
+        b = actor(torch.as_tensor(permuted(obs, window, perm))[None], None, deterministic=True)
+    b = b.action[0]
+    base = 3 + window
+    torch.testing.assert_close(b[:base], a[:base], atol=1e-5, rtol=1e-5)  # global and tasks
+    torch.testing.assert_close(b[base:], a[base:][perm], atol=1e-5, rtol=1e-5)  # servers permute
+
+
+def test_attention_critic_is_permutation_invariant_over_servers(edge):
+    env, obs, _info = observation(edge, rate=1.0)
+    window, servers = edge.queue_window, edge.n_servers
+    critic = AttentionCritic(obs.shape[1], 16, 2, 1, 16)
+    action = torch.rand(1, env.action_space.shape[0]) * 2 - 1
+    mask = torch.ones_like(action)
+    perm = list(np.random.default_rng(1).permutation(servers))
+    base = 3 + window
+    permuted_action = action.clone()
+    permuted_action[0, base:] = action[0, base:][perm]
+    layout = TokenLayout(window, servers)
+    q = critic(torch.as_tensor(obs)[None], action, mask, layout)
+    q_perm = critic(
+        torch.as_tensor(permuted(obs, window, perm))[None], permuted_action, mask, layout
+    )
+    for x, y in zip(q, q_perm, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints, resume, determinism, learning
+# ---------------------------------------------------------------------------
+
+
+def test_checkpoint_save_load_gives_identical_actions(paper, tmp_path, params):
+    spec = tiny_spec(params)
+    _env, obs, _ = observation(paper)
+    from eat.agents.rl.agent import build_actor
+
+    shapes = {"n_tokens": obs.shape[0], "in_features": obs.shape[1], "action_size": 17}
+    actor = build_actor(spec.config, shapes)
+    save_actor(tmp_path, actor, spec.config, shapes, agent="eat", preset="paper")
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["sac"]["denoising_steps"] == spec.config.denoising_steps
+    assert record["shapes"] == shapes and record["agent"] == "eat"
+    loaded, _ = load_actor(tmp_path)
+    obs_t = torch.as_tensor(obs)[None]
+    with torch.no_grad():
+        assert torch.equal(
+            actor.eval()(obs_t, None, deterministic=True).action,
+            loaded(obs_t, None, deterministic=True).action,
+        )
+    with pytest.raises(FileNotFoundError, match="not an eat checkpoint"):
+        load_actor(tmp_path / "missing")
+
+
+@pytest.fixture(scope="module")
+def trained_paper(params):
+    """One tiny eat run on paper (shared by several tests)."""
+    return train_run(tiny_spec(params))
+
+
+def test_training_is_deterministic_for_a_seed(params, trained_paper):
+    again = train_run(tiny_spec(params))
+    for name, tensor in trained_paper.actor_state.items():
+        assert torch.equal(tensor, again.actor_state[name]), name
+    assert trained_paper.curves.equals(again.curves)
+
+
+def test_resume_after_interruption_equals_uninterrupted(params, tmp_path):
+    spec = tiny_spec(params, init="scratch", bc_weight=0.0, total_steps=150, eval_every=50)
+    straight = train_run(spec)
+    with pytest.raises(RunInterrupted, match="run again to resume"):
+        train_run(spec, checkpoint_dir=tmp_path, stop_after_episodes=2)
+    assert (tmp_path / "resume.pt").exists()
+    resumed = train_run(spec, checkpoint_dir=tmp_path)
+    assert not (tmp_path / "resume.pt").exists()  # a finished run removes its checkpoint
+    for name, tensor in straight.actor_state.items():
+        assert torch.equal(tensor, resumed.actor_state[name]), name
+    columns = [c for c in straight.curves.columns if c.startswith("val/")]
+    assert straight.curves[columns].equals(resumed.curves[columns])
+
+
+def test_short_training_improves_on_the_initial_policy(params, trained_paper):
+    spec = trained_paper.spec
+    from eat.agents.rl.agent import build_actor
+
+    torch.manual_seed(spec.config.seed)
+    initial = validate(build_actor(spec.config, trained_paper.shapes), spec, "cpu")
+    final = trained_paper.summary
+    assert final["val_reward"] > initial["val/reward"] + 0.3
+    assert set(trained_paper.curves["phase"]) == {"bc", "sac"}
+
+
+def test_policy_trained_on_4_servers_runs_on_8(params, trained_paper, tmp_path):
+    write_run(trained_paper, tmp_path)
+    scheduler = load_scheduler(tmp_path / "paper" / "eat" / "seed0")
+    bigger = tweak(
+        params.env.paper,
+        servers=[{"gpu": "reference", "count": 8}],
+        allowed_gang_sizes=[1, 2, 4, 8],
+        queue_window=12,
+        workload={"gang_sizes": [1, 2, 4, 8], "total_tasks": 20},
+    )
+    assert Simulator(bigger).n_servers == 8
+    result = run_episode(bigger, scheduler, 0.05, seed=1000)
+    assert len(result.tasks) == 20
+    assert set(result.segments["server"]) - set(range(4))  # servers 4-7 were used
+
+
+def test_rl_scheduler_decisions_are_valid_on_edge(params):
+    spec = tiny_spec(params, preset="edge", total_steps=60, eval_every=60)
+    result = train_run(spec)
+    from eat.agents.rl.agent import build_actor
+
+    actor = build_actor(spec.config, result.shapes)
+    actor.load_state_dict(result.actor_state)
+    scheduler = RLScheduler(actor, "eat")
+    episode = run_episode(spec.preset, scheduler, 1.0, seed=1000)
+    assert len(episode.tasks) == 20
+    encoder_sim = Simulator(spec.preset)
+    assert Encoder(encoder_sim).action_size == result.shapes["action_size"]
+
+
+# ---------------------------------------------------------------------------
+# Params, the matrix and the entry point
+# ---------------------------------------------------------------------------
+
+
+def test_params_reject_unknown_and_untrained_agents():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["evaluate"]["schedulers"] = ["random", "ppo"]
+    with pytest.raises(
+        ParamsError, match=r"evaluate\.schedulers\.1: .*'eat', 'd2sac' or 'sac' \(got 'ppo'\)"
+    ):
+        validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["agents"] = ["eat"]
+    raw["evaluate"]["schedulers"] = ["random", "sac"]
+    with pytest.raises(ParamsError, match=r"which train\.agents does not train"):
+        validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["init"] = "imitation"
+    with pytest.raises(ParamsError, match=r"train\.init: .*'scratch'.*'bc'"):
+        validate_params(raw)
+
+
+def test_run_specs_cover_the_matrix_and_ablation(params):
+    specs = resolve_runs(params)
+    train = params.train
+    main = [s for s in specs if s.agent in train.agents]
+    assert len(main) == len(train.agents) * len(train.presets) * train.n_seeds >= 5 * 3
+    eat = next(s for s in main if s.agent == "eat")
+    assert (eat.config.encoder, eat.config.actor) == ("attention", "diffusion")
+    sac = next(s for s in main if s.agent == "sac")
+    assert (sac.config.encoder, sac.config.actor) == ("mlp", "gaussian")
+    ablation = [s for s in specs if s.agent not in train.agents]
+    assert {s.agent for s in ablation} == set(train.ablation.variants)
+    # Training episodes never use validation or test workloads.
+    assert not set(params.seeds.train) & (set(params.seeds.validation) | set(params.seeds.test))
+
+
+def test_ray_matrix_trains_in_parallel_and_writes_models(params, tmp_path):
+    specs = [
+        tiny_spec(params, agent=agent, total_steps=40, eval_every=40, bc_updates=10)
+        for agent in ("eat", "sac")
+    ]
+    summaries = run_matrix(
+        specs, tmp_path, parallel="ray", ray_address=None, num_cpus=2, progress=False
+    )
+    assert [s["agent"] for s in summaries] == ["eat", "sac"]
+    for agent in ("eat", "sac"):
+        directory = tmp_path / "paper" / agent / "seed0"
+        assert (directory / "actor.pt").exists() and (directory / "curves.csv").exists()
+        load_scheduler(directory)
+    assert not (tmp_path / "_resume").exists()
+
+
+def test_train_entry_point_smoke(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update(
+        {k: v for k, v in TINY.items() if k not in ("total_steps", "eval_every", "demo_episodes")}
+    )
+    raw["train"].update(
+        total_steps={"paper": 40, "edge": 40},
+        eval_every={"paper": 40, "edge": 40},
+        demo_episodes={"paper": 2, "edge": 1},
+        validation_seeds=1,
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    load_params(path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eat.train",
+            "--params",
+            str(path),
+            "--out",
+            str(tmp_path / "m"),
+            "--agent",
+            "sac",
+            "--preset",
+            "paper",
+            "--seed",
+            "0",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '"agent": "sac"' in out.stdout
+    assert (tmp_path / "m" / "paper" / "sac" / "seed0" / "actor.pt").exists()
+
+
+def test_crossed_bootstrap_covers_training_and_workload_variance():
+    import pandas as pd
+
+    from eat.eval.trained import aggregate_crossed, crossed_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    # 5 training seeds x 10 test seeds: a training-seed effect plus workload noise.
+    matrix = rng.normal(0, 1, (5, 1)) + rng.normal(0, 1, (1, 10)) + 10
+    mean, low, high = crossed_bootstrap_ci(
+        matrix, confidence=0.95, n_resamples=2000, rng=np.random.default_rng(1)
+    )
+    assert low < mean < high and mean == pytest.approx(matrix.mean())
+    # Wider than a bootstrap over the training-seed means alone (which ignores workloads).
+    rows = matrix.mean(1)
+    draws = rows[np.random.default_rng(2).integers(0, 5, (2000, 5))].mean(1)
+    assert high - low > np.subtract(*np.quantile(draws, [0.975, 0.025]))
+    frame = pd.DataFrame(
+        [
+            {
+                "preset": "paper",
+                "scheduler": "eat",
+                "rate": 0.05,
+                "train_seed": i,
+                "seed": 1000 + j,
+                "latency_mean": matrix[i, j],
+            }
+            for i in range(5)
+            for j in range(10)
+        ]
+    )
+    out = aggregate_crossed(frame, ["latency_mean"], confidence=0.95, n_resamples=500, seed=0).iloc[
+        0
+    ]
+    assert (out["n_seeds"], out["n_train_seeds"]) == (10, 5)
+    assert out["latency_mean_ci_low"] < out["latency_mean"] < out["latency_mean_ci_high"]
+    with pytest.raises(ValueError, match="incomplete"):
+        aggregate_crossed(frame.iloc[1:], ["latency_mean"], confidence=0.95, n_resamples=50, seed=0)
