@@ -16,7 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PresetName = Literal["paper", "edge"]
-SchedulerName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
+HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
+AgentName = Literal["eat", "d2sac", "sac"]
+"""Learned agents (``eat.agents.rl.AGENTS``); evaluated from the ``train`` stage's models."""
+SchedulerName = Literal[
+    "random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf", "eat", "d2sac", "sac"
+]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -110,9 +115,12 @@ class WorkloadConfig(_Strict):
 
 
 class GpuType(_Strict):
-    memory_gb: PositiveFloat
-    speed: PositiveFloat
-    """Per-step throughput relative to the profiled GPU (H200 = 1.0)."""
+    memory_gb: PositiveFloat | None
+    """GPU memory (GB); null: the GPU catalogue's (``edge`` preset only)."""
+    speed: PositiveFloat | None
+    """``paper``: per-step throughput relative to the reference server (1.0). ``edge``:
+    null; the calibrated latency model gives each type's times (and its speed relative
+    to the anchor GPU)."""
 
 
 class ServerGroup(_Strict):
@@ -144,12 +152,24 @@ class PaperLatency(_Strict):
 
 
 class ProfileLatency(_Strict):
-    """Latencies looked up in a measured profile (``eat/data``), scaled per GPU type."""
+    """The calibrated latency model (``eat.calibration``): per-step, decode, encode and
+    cold-start times fitted on measured GPU profiles, with the GPU types that have none
+    derived from datasheet numbers."""
 
-    step_profile: str
-    """CSV in eat/data (or a path) with op=step, decode and encode rows."""
-    cold_start_profile: str
-    """CSV in eat/data (or a path) with op=cold_start_from_disk rows (bytes on disk)."""
+    catalogue: str
+    """GPU catalogue: CSV in eat/data (or a path) with datasheet numbers and sources."""
+    measured: dict[str, list[str]] = Field(min_length=1)
+    """Catalogue GPU type -> the profile CSVs measured on it (eat/data names or paths)."""
+    anchor: str
+    """Measured GPU type from which the types without a profile are derived."""
+    stage_decision: str | None
+    """The profile stage's ``latency_source.json``. When the file exists and names a
+    GPU profile it measured, that profile replaces its GPU type's entry in ``measured``
+    and becomes the anchor; null, or no file yet: ``measured`` and ``anchor`` as given."""
+    step_mode: Literal["cuda_graph", "eager"]
+    """Per-step rows to fit: captured in CUDA graphs (patch-parallel engines) or eager."""
+    architecture: str
+    """Parameters, bytes and activation sizes of the real architectures (eat/data)."""
     batch: Literal[1, 2]
     """2: classifier-free-guidance pair on one server; 1: one branch."""
     load_bandwidth_gbps: PositiveFloat
@@ -157,15 +177,28 @@ class ProfileLatency(_Strict):
     cold_start_overhead_s: NonNegativeFloat
     """Fixed cost of a cold start beyond reading weights: process start, CUDA context."""
 
+    @model_validator(mode="after")
+    def _anchor_measured(self) -> ProfileLatency:
+        if self.anchor not in self.measured:
+            raise ValueError(
+                f"anchor {self.anchor!r} has no measured profile; choose one of "
+                f"{sorted(self.measured)}"
+            )
+        empty = sorted(gpu for gpu, files in self.measured.items() if not files)
+        if empty:
+            raise ValueError(f"measured {empty} list no profile files")
+        return self
+
 
 class NetworkConfig(_Strict):
     bandwidth_gbps: PositiveFloat
     """Server-to-server link bandwidth for patch exchange (GB/s)."""
     latency_s: NonNegativeFloat
     """Per-exchange latency (s), paid once per denoising step by a gang of 2+."""
-    activation_bytes_per_latent_pixel: NonNegativeFloat
-    """Bytes exchanged per step per latent pixel of the whole image (patch boundaries
-    and stale activations, DistriFusion-style)."""
+    activation_bytes_per_latent_pixel: NonNegativeFloat | None
+    """Bytes one member receives per step per latent pixel of the whole image, times
+    (n - 1) / n; null: derived per model from its UNet's activation sizes (DistriFusion:
+    self-attention K/V, conv boundaries, GroupNorm statistics, output latent)."""
     overlap: Literal["sequential", "overlapped"]
     """``sequential``: step pace = compute + communication; ``overlapped``: max of both."""
     client_bandwidth_gbps: PositiveFloat
@@ -242,6 +275,13 @@ class PresetConfig(_Strict):
         if self.kind == "paper":
             if self.paper_latency is None:
                 raise ValueError("kind 'paper' needs paper_latency")
+            unset = sorted(
+                name
+                for name, gpu in self.gpu_types.items()
+                if gpu.memory_gb is None or gpu.speed is None
+            )
+            if unset:
+                raise ValueError(f"kind 'paper' needs memory_gb and speed for gpu_types {unset}")
             sizes = self.workload.gang_sizes
             if not sizes:
                 raise ValueError("kind 'paper' needs workload.gang_sizes (gang fixed per task)")
@@ -251,6 +291,12 @@ class PresetConfig(_Strict):
         else:
             if self.profile_latency is None:
                 raise ValueError("kind 'edge' needs profile_latency")
+            fixed = sorted(name for name, gpu in self.gpu_types.items() if gpu.speed is not None)
+            if fixed:
+                raise ValueError(
+                    f"gpu_types {fixed}: kind 'edge' takes per-step times from the calibrated "
+                    "latency model (profile_latency); set speed to null"
+                )
             if self.workload.deadline.mode == "slack" and (
                 self.workload.deadline.reference_gpu not in self.gpu_types
             ):
@@ -315,10 +361,83 @@ class SchedulerSettings(_Strict):
     """eft: fewest steps whose quality reaches this."""
 
 
+ProfileModel = Literal["sd15", "sdxl"]
+StepMode = Literal["eager", "cuda_graph"]
+
+
+class ProfileGrid(_Strict):
+    """What one profiling run measures."""
+
+    resolutions: dict[ProfileModel, list[PositiveInt]]
+    """Image side lengths (pixels, multiples of 8) per model."""
+    patches: list[PositiveInt] = Field(min_length=1)
+    """Row patches: the image split over this many servers (1 = the whole image)."""
+    batches: list[Literal[1, 2]] = Field(min_length=1)
+    """UNet batch: 2 = the classifier-free-guidance pair, 1 = one branch."""
+    warmup: Annotated[int, Field(ge=0)]
+    """Untimed calls before each measurement."""
+    repeats: PositiveInt
+    """Timed calls per measurement (the median is reported)."""
+    cold_start_trials: Annotated[int, Field(ge=0)]
+    """``from_pretrained`` loads timed per component."""
+
+    @model_validator(mode="after")
+    def _multiples_of_8(self) -> ProfileGrid:
+        for model, sides in self.resolutions.items():
+            odd = [side for side in sides if side % 8]
+            if odd or not sides:
+                raise ValueError(
+                    f"resolutions.{model} must list multiples of 8 (the VAE's factor), got {sides}"
+                )
+        return self
+
+
+class ProfileSection(_Strict):
+    """The ``profile`` stage: GPU latency profiling of the SD components (eat.profiling)."""
+
+    device: Literal["auto", "cuda", "cpu"]
+    """``auto``: CUDA when torch sees a GPU, else CPU."""
+    model_size: Literal["auto", "real", "tiny"]
+    """``real``: the released architectures (grid ``real``); ``tiny``: miniature ones for
+    smoke runs (grid ``tiny``); ``auto``: real on CUDA, tiny on CPU."""
+    dtype: Literal["auto", "float16", "bfloat16", "float32"]
+    """``auto``: float16 on CUDA, float32 on CPU."""
+    models: list[ProfileModel] = Field(min_length=1)
+    model_dirs: dict[ProfileModel, str | None]
+    """Local diffusers model folders (``unet/``, ``vae/``, ``text_encoder/``...) per model;
+    null: the architecture's config with random weights (latency does not depend on
+    weight values). Nothing is ever downloaded."""
+    step_modes: list[StepMode] = Field(min_length=1)
+    """``eager`` and/or ``cuda_graph`` (each call replayed from a captured CUDA graph;
+    skipped, and recorded as skipped, on CPU)."""
+    threads: PositiveInt
+    """torch.set_num_threads for the run (CPU intra-op threads)."""
+    seed: Seed
+    real: ProfileGrid
+    tiny: ProfileGrid
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProfileSection:
+        for grid_name in ("real", "tiny"):
+            grid = getattr(self, grid_name)
+            missing = [model for model in self.models if model not in grid.resolutions]
+            if missing:
+                raise ValueError(f"{grid_name}.resolutions has no entry for models {missing}")
+        unknown = sorted(set(self.model_dirs) - set(self.models))
+        if unknown:
+            raise ValueError(f"model_dirs has {unknown}, which models does not profile")
+        if self.device == "cpu" and "cuda_graph" in self.step_modes:
+            raise ValueError(
+                "device 'cpu' cannot capture CUDA graphs: remove 'cuda_graph' from step_modes "
+                "or use device 'auto'"
+            )
+        return self
+
+
 class BuildEnvSection(_Strict):
     sample_episodes: PositiveInt
     """Episodes simulated per preset for the sanity plots."""
-    sample_scheduler: SchedulerName
+    sample_scheduler: HeuristicName
     sample_rate: dict[PresetName, PositiveFloat]
 
 
@@ -339,22 +458,287 @@ class EvaluateSection(_Strict):
     gantt: GanttSpec
 
 
+class AblationVariant(_Strict):
+    """An ablation run: the ``eat`` agent with another encoder, actor or chain length."""
+
+    encoder: Literal["attention", "mlp"]
+    actor: Literal["diffusion", "gaussian"]
+    denoising_steps: PositiveInt
+    init: Literal["scratch", "bc"]
+    bc_weight: NonNegativeFloat
+
+
+class AblationSpec(_Strict):
+    preset: PresetName
+    n_seeds: PositiveInt
+    """Training runs per variant (seeds.train[:n_seeds])."""
+    variants: dict[str, AblationVariant] = Field(min_length=1)
+
+
+class TrainSection(_Strict):
+    """The ``train`` stage: learned agents (``eat.agents.rl``), SAC hyperparameters
+    (field names as :class:`eat.agents.rl.sac.SACConfig`) and how runs are executed.
+    Keys given per preset (``{paper: ..., edge: ...}``) are resolved per run."""
+
+    agents: list[AgentName] = Field(min_length=1)
+    presets: list[PresetName] = Field(min_length=1)
+    n_seeds: PositiveInt
+    """Training runs per agent and preset, seeded with seeds.train[:n_seeds]."""
+    validation_seeds: PositiveInt
+    """How many of seeds.validation the periodic validation runs (at every rate)."""
+    select_by: Literal["reward", "last"]
+    """Which policy a run outputs: the best validation reward, or the last."""
+    device: Literal["auto", "cpu", "cuda"]
+    parallel: Literal["ray", "serial"]
+    ray_address: str | None
+    """null: a local Ray instance; else the address of an existing cluster."""
+    num_cpus: PositiveInt | None
+    """Local Ray: cores to use (null: all)."""
+    torch_threads: PositiveInt
+    checkpoint_every: PositiveInt
+    """Decisions between resumable checkpoints (written at episode ends)."""
+    teacher: dict[PresetName, HeuristicName | None]
+    """Heuristic whose decisions are demonstrations (init bc, bc_weight)."""
+    # networks
+    width: PositiveInt
+    heads: PositiveInt
+    layers: PositiveInt
+    hidden: PositiveInt
+    denoising_steps: PositiveInt
+    beta_schedule: Literal["linear", "cosine", "vp"]
+    beta_start: Annotated[float, Field(gt=0, lt=1)]
+    beta_end: Annotated[float, Field(gt=0, lt=1)]
+    # SAC
+    gamma: Annotated[float, Field(gt=0, le=1)]
+    discount_time_s: dict[PresetName, PositiveFloat]
+    n_step: PositiveInt
+    tau: Annotated[float, Field(gt=0, le=1)]
+    batch_size: PositiveInt
+    buffer_size: PositiveInt
+    learning_rate: PositiveFloat
+    entropy: Literal["fixed", "learned"]
+    alpha: PositiveFloat
+    target_entropy_per_slot: float
+    reward_scale: PositiveFloat
+    learning_starts: Annotated[int, Field(ge=0)]
+    updates_per_step: PositiveFloat
+    policy_frequency: PositiveInt
+    total_steps: dict[PresetName, PositiveInt]
+    eval_every: dict[PresetName, PositiveInt]
+    # demonstrations
+    init: Literal["scratch", "bc"]
+    demo_episodes: dict[PresetName, Annotated[int, Field(ge=0)]]
+    bc_updates: Annotated[int, Field(ge=0)]
+    bc_learning_rate: PositiveFloat
+    critic_warmup_updates: Annotated[int, Field(ge=0)]
+    bc_weight: NonNegativeFloat
+    ablation: AblationSpec | None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSection:
+        if self.beta_end < self.beta_start:
+            raise ValueError(f"beta_end ({self.beta_end}) < beta_start ({self.beta_start})")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        for key in ("discount_time_s", "total_steps", "eval_every", "demo_episodes", "teacher"):
+            missing = [p for p in self.presets if p not in getattr(self, key)]
+            if missing:
+                raise ValueError(f"{key} has no value for preset(s) {missing}")
+        if self.init == "bc" or self.bc_weight > 0:
+            missing = [p for p in self.presets if self.teacher[p] is None]
+            if missing:
+                raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {missing}")
+        if self.ablation is not None:
+            clash = sorted(set(self.ablation.variants) & {"eat", "d2sac", "sac"})
+            if clash:
+                raise ValueError(f"ablation variant names {clash} clash with agent names")
+        return self
+
+
+class TestbedSizing(_Strict):
+    """What the testbed serves at one model size (``tiny`` on CPU, ``real`` on GPUs)."""
+
+    memory_budget_mb: PositiveFloat
+    """Model cache of each worker: resident weights (MB); LRU eviction beyond it."""
+    models: dict[ProfileModel, ModelMix] = Field(min_length=1)
+    """Models served, their share of the workload and their resolutions (multiples of 8
+    times the UNet's downsampling factor: 16 px for the tiny UNets, 64 px for SD 1.x)."""
+
+
+class TestbedWorkload(_Strict):
+    """The workload replayed on the testbed and simulated with the same seed."""
+
+    process: Literal["poisson", "mmpp", "diurnal", "trace"]
+    """As env.edge.workload.process (burst, diurnal and deadline settings come from there)."""
+    trace_path: str | None
+    rate: PositiveFloat
+    """Arrival rate (tasks/s)."""
+    total_tasks: PositiveInt
+    seed: Seed
+    """Workload seed (the same tasks for every scheduler, testbed and simulator)."""
+    prompts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    """Task ``i`` uses ``prompts[i % len(prompts)]``."""
+
+    @model_validator(mode="after")
+    def _trace(self) -> TestbedWorkload:
+        if self.process == "trace" and not self.trace_path:
+            raise ValueError("process 'trace' needs trace_path")
+        return self
+
+
+class TestbedProfile(_Strict):
+    """Profiling of the testbed's own hardware (the simulator's latency source)."""
+
+    warmup: Annotated[int, Field(ge=0)]
+    repeats: PositiveInt
+    cold_start_trials: PositiveInt
+
+
+class TestbedLoadTest(_Strict):
+    """A bounded burst of HTTP requests on loopback after the comparison (0: none)."""
+
+    requests: Annotated[int, Field(ge=0, le=1000)]
+    concurrency: PositiveInt
+    timeout_s: PositiveFloat
+    """Budget of the whole burst (s): the test stops by itself."""
+    scheduler: SchedulerName
+    model: ProfileModel
+    """Requested model, at its smallest resolution of the active sizing."""
+    deadline_s: PositiveFloat
+
+
+class TestbedSection(_Strict):
+    """The ``testbed`` stage: the real serving system (``eat.testbed``) against the
+    simulator built from the profile of the same hardware."""
+
+    address: str | None
+    """Ray cluster address (edge machines joined with ``ray start``); null: an embedded
+    Ray on this machine, listening on 127.0.0.1 only."""
+    workers: PositiveInt
+    """Edge servers (Ray actors): one GPU each on CUDA, one core each on CPU."""
+    device: Literal["auto", "cpu", "cuda"]
+    """``auto``: CUDA when available, else CPU."""
+    model_size: Literal["auto", "real", "tiny"]
+    """``auto``: the real architectures on CUDA, the tiny ones on CPU."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"]
+    """``auto``: float16 on CUDA, float32 on CPU."""
+    model_dirs: dict[ProfileModel, str | None]
+    """Diffusers model folders with real weights per model; null: random weights of the
+    architecture, saved once under model_root. Nothing is ever downloaded."""
+    model_root: str | None
+    """Where random-weight model folders are saved; null: ~/.cache/eat/testbed-models."""
+    threads: PositiveInt
+    """torch threads per worker (and for the profile of the same hardware)."""
+    object_store_mb: PositiveInt
+    noise_scheduler: Literal["ddim", "euler"]
+    guidance_scale: NonNegativeFloat
+    """Classifier-free guidance (> 1: on, a batch of 2 per UNet call)."""
+    margin_rows: Annotated[int, Field(ge=0)]
+    """Overlap margin of a row patch (latent rows, rounded up to the UNet's factor)."""
+    gang_sizes: list[PositiveInt] = Field(min_length=1)
+    """Patch counts the schedulers may choose (allowed_gang_sizes)."""
+    min_steps: PositiveInt
+    max_steps: PositiveInt
+    schedulers: list[SchedulerName] = Field(min_length=1)
+    """Heuristics, and trained agents (models of the train stage, preset learned_preset,
+    first training seed)."""
+    learned_preset: PresetName
+    max_restarts: Annotated[int, Field(ge=0)]
+    """Ray restarts of a killed worker (an empty cache after each)."""
+    max_attempts: PositiveInt
+    """Attempts of a task whose gang failed before it is reported failed."""
+    restart_timeout_s: PositiveFloat
+    expected_restart_s: PositiveFloat
+    """Predicted down time of a dead worker, for the schedulers."""
+    workload: TestbedWorkload
+    profile: TestbedProfile
+    load_test: TestbedLoadTest
+    grid_images: Annotated[int, Field(ge=0)]
+    """Images shown in the report's grid."""
+    tiny: TestbedSizing
+    real: TestbedSizing
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TestbedSection:
+        if self.max_steps < self.min_steps:
+            raise ValueError(f"max_steps ({self.max_steps}) < min_steps ({self.min_steps})")
+        too_big = [size for size in self.gang_sizes if size > self.workers]
+        if too_big:
+            raise ValueError(f"gang_sizes {too_big} exceed the {self.workers} workers")
+        for name in ("tiny", "real"):
+            sizing = getattr(self, name)
+            odd = {m: r for m, mix in sizing.models.items() for r in mix.resolutions if r % 16}
+            if odd:
+                raise ValueError(f"{name}.models: resolutions must be multiples of 16, got {odd}")
+            spec = self.load_test
+            if spec.requests and spec.model not in sizing.models:
+                raise ValueError(
+                    f"load_test.model {spec.model!r} is not served at size {name}; choose one "
+                    f"of {sorted(sizing.models)}"
+                )
+        unknown = sorted(set(self.model_dirs) - set(self.tiny.models) - set(self.real.models))
+        if unknown:
+            raise ValueError(f"model_dirs has {unknown}, which no sizing serves")
+        return self
+
+
 class Params(_Strict):
+    profile: ProfileSection
     env: EnvSection
     seeds: SeedsSection
     schedulers: SchedulerSettings
     build_env: BuildEnvSection
+    train: TrainSection
     evaluate: EvaluateSection
+    testbed: TestbedSection
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
         for preset in self.env.presets:
             if preset not in self.evaluate.rates:
                 raise ValueError(f"evaluate.rates has no sweep for preset {preset!r}")
+        agents = [name for name in self.evaluate.schedulers if name in get_args(AgentName)]
+        for name in agents:
+            if name not in self.train.agents:
+                raise ValueError(
+                    f"evaluate.schedulers has {name!r}, which train.agents does not train "
+                    f"({self.train.agents})"
+                )
+        if agents:
+            untrained = [p for p in self.env.presets if p not in self.train.presets]
+            if untrained:
+                raise ValueError(
+                    f"evaluate.schedulers has agents {agents} but train.presets lacks {untrained}"
+                )
+        for preset in self.train.presets:
+            if preset not in self.evaluate.rates:
+                raise ValueError(f"train.presets has {preset!r}, which evaluate.rates lacks")
+        if self.train.n_seeds > len(self.seeds.train):
+            raise ValueError(
+                f"train.n_seeds ({self.train.n_seeds}) exceeds the "
+                f"{len(self.seeds.train)} seeds in seeds.train"
+            )
+        if self.train.validation_seeds > len(self.seeds.validation):
+            raise ValueError(
+                f"train.validation_seeds ({self.train.validation_seeds}) exceeds the "
+                f"{len(self.seeds.validation)} seeds in seeds.validation"
+            )
         if self.evaluate.n_seeds > len(self.seeds.test):
             raise ValueError(
                 f"evaluate.n_seeds ({self.evaluate.n_seeds}) exceeds the "
                 f"{len(self.seeds.test)} seeds in seeds.test"
+            )
+        testbed_agents = [n for n in self.testbed.schedulers if n in get_args(AgentName)]
+        untrained = [n for n in testbed_agents if n not in self.train.agents]
+        if untrained:
+            raise ValueError(
+                f"testbed.schedulers has {untrained}, which train.agents does not train "
+                f"({self.train.agents})"
+            )
+        if testbed_agents and self.testbed.learned_preset not in self.train.presets:
+            raise ValueError(
+                f"testbed.learned_preset {self.testbed.learned_preset!r} is not in "
+                f"train.presets ({self.train.presets})"
             )
         return self
 

@@ -24,7 +24,7 @@ from eat.agents.heuristics import (
     candidate_gangs,
     rewards_by_steps,
 )
-from eat.params import SchedulerName
+from eat.params import AgentName, HeuristicName, SchedulerName
 from eat.sim.simulator import Dispatch, SimulationError, Simulator, episode_rngs, make_tasks
 from eat.sim.workload import Task
 from tests.conftest import tweak
@@ -34,8 +34,9 @@ INF = math.inf
 
 @pytest.fixture(scope="module")
 def edge0(edge):
-    """The edge preset without latency noise, so that crafted states are exact."""
-    return tweak(edge, latency_noise_cv=0.0)
+    """The edge preset without latency noise, so that crafted states are exact, on the
+    shipped reference profiles whatever the profile stage chose."""
+    return tweak(edge, latency_noise_cv=0.0, profile_latency={"stage_decision": None})
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,9 @@ def free_subsets(sim: Simulator, task: Task):
 
 
 def test_registry_covers_every_scheduler_name(settings):
-    assert set(SCHEDULERS) == set(typing.get_args(SchedulerName))
+    assert set(SCHEDULERS) == set(typing.get_args(HeuristicName))
+    # Every scheduler name is a heuristic or a learned agent (eat.agents.rl).
+    assert set(typing.get_args(SchedulerName)) == set(SCHEDULERS) | set(typing.get_args(AgentName))
     for name, cls in SCHEDULERS.items():
         scheduler = make_scheduler(name, settings)
         assert isinstance(scheduler, cls) and scheduler.name == name
@@ -317,8 +320,9 @@ def test_candidate_gangs_contain_a_fastest_gang(edge0):
 
 
 def eft_edge_state(edge0, arrival: float, queued: list[Task]) -> Simulator:
-    """Server 0 (4090) runs sd15 until 6.37 s; servers 1-3 run sdxl until 8.3-10.3 s;
-    servers 4-7 (L4, T4) are free and cold. ``queued`` arrive at ``arrival``."""
+    """Server 0 (4090) runs sd15 until :func:`server0_free_at`; servers 1-3 run sdxl
+    until later; servers 4-7 (L4, T4) are free and cold. ``queued`` arrive at
+    ``arrival``."""
     warmups = [
         edge_task(0, 0.0),
         edge_task(1, 0.0, "sdxl"),
@@ -332,9 +336,16 @@ def eft_edge_state(edge0, arrival: float, queued: list[Task]) -> Simulator:
     return sim
 
 
+def server0_free_at(edge0) -> float:
+    """When server 0 of :func:`eft_edge_state` frees (cold sd15 1024 px, 30 steps)."""
+    sim = eft_edge_state(edge0, 0.5, [edge_task(10, 0.5)])
+    assert sim.servers[1].busy_until > sim.servers[0].busy_until
+    return sim.servers[0].busy_until
+
+
 def test_eft_waits_for_a_nearly_free_fast_warm_server_edge(edge0, settings):
     eft = EarliestFinishTimeScheduler(settings)
-    free_at = 6.368985207159689  # end of task 0 on server 0
+    free_at = server0_free_at(edge0)
     sim = eft_edge_state(edge0, free_at - 0.5, [edge_task(10, free_at - 0.5)])
     assert sim.servers[0].busy_until == pytest.approx(free_at)
     assert sim.has_decision()  # it could start now on the slow cold servers 4-7
@@ -363,12 +374,19 @@ def test_eft_waits_for_a_nearly_free_fast_warm_server_edge(edge0, settings):
 
 
 def test_eft_min_min_reserves_the_fast_server_for_one_task(edge0, settings):
-    # Two identical tasks, 3 s before server 0 frees: the first waits for it; with
-    # server 0 reserved, the second finishes earliest by starting now on the L4s.
-    arrival = 6.368985207159689 - 3.0
-    sim = eft_edge_state(edge0, arrival, [edge_task(10, arrival), edge_task(11, arrival)])
+    # Two identical tasks shortly before server 0 frees: the first finishes earliest by
+    # waiting for it (warm); with server 0 reserved, the second finishes earliest by
+    # starting now on the L4s (cold).
+    free_at = server0_free_at(edge0)
     eft = EarliestFinishTimeScheduler(settings)
-    assert eft.decide(sim) == Dispatch(11, eft.steps(sim), (4, 5))
+    probe = eft_edge_state(edge0, 0.5, [edge_task(10, 0.5)])
+    steps = eft.steps(probe)
+    warm = probe.gang_timing(probe.window()[0], (0,)).duration(steps)
+    cold_pair = probe.gang_timing(probe.window()[0], (4, 5)).duration(steps)
+    assert cold_pair > warm  # the premise: the cold start costs more than the warm pace
+    arrival = free_at - (cold_pair - warm) / 2  # waiting beats the L4s for one task only
+    sim = eft_edge_state(edge0, arrival, [edge_task(10, arrival), edge_task(11, arrival)])
+    assert eft.decide(sim) == Dispatch(11, steps, (4, 5))
 
 
 def test_eft_picks_the_task_that_finishes_first(edge0, paper, settings):
@@ -433,9 +451,10 @@ def test_warm_first_prefers_a_younger_warm_task_paper(paper, settings):
 
 def test_warm_first_edge_waits_unless_the_warm_server_is_overloaded(edge0, settings):
     warm_first = WarmFirstScheduler(settings)
-    free_at = 6.368985207159689  # server 0 holds sd15 and frees then
+    free_at = server0_free_at(edge0)  # server 0 holds sd15 and frees then
     sim = eft_edge_state(edge0, free_at - 1.0, [edge_task(10, free_at - 1.0)])
-    assert warm_first.decide(sim) is None  # 1 s < 3.1 s cold start
+    assert sim.latency.cold_start_s["sd15"] > 1.0
+    assert warm_first.decide(sim) is None  # 1 s < the cold start
     assert sim.wait()
     assert warm_first.decide(sim) == Dispatch(10, settings.fixed_steps, (0,))
     # Four sd15 tasks queue for that one server: the last would start ~8 s later, so
@@ -464,9 +483,19 @@ def test_warm_first_edge_waits_unless_the_warm_server_is_overloaded(edge0, setti
 
 def test_edf_earliest_deadline_with_the_most_steps_that_meet_it_edge(edge0, settings):
     edf = EdfScheduler(settings)
+    # A deadline halfway between the earliest finishes with the fewest and the most steps.
+    probe = make_sim(edge0, [edge_task(1, 0.0)])
+    reach = [
+        min(
+            probe.preview(Dispatch(1, steps, gang)).finish
+            for gang in free_subsets(probe, probe.window()[0])
+        )
+        for steps in (edge0.min_steps, edge0.max_steps)
+    ]
+    deadline = sum(reach) / 2
     tasks = [
-        edge_task(0, 0.0, resolution=512, deadline=6.0),
-        edge_task(1, 0.0, deadline=4.5),
+        edge_task(0, 0.0, resolution=512, deadline=deadline + 1.5),
+        edge_task(1, 0.0, deadline=deadline),
         edge_task(2, 0.0, "sdxl"),
     ]
     sim = make_sim(edge0, tasks)
@@ -479,6 +508,7 @@ def test_edf_earliest_deadline_with_the_most_steps_that_meet_it_edge(edge0, sett
     for gang in free_subsets(sim, task):
         assert sim.preview(Dispatch(1, d.steps + 1, gang)).finish > task.deadline
     # Unreachable deadline: fewest steps on the gang that finishes earliest.
+    assert reach[0] > 2.5
     sim = make_sim(
         edge0, [edge_task(0, 0.0, resolution=512, deadline=6.0), edge_task(1, 0.0, deadline=2.5)]
     )

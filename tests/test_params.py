@@ -54,7 +54,10 @@ def test_out_of_range_value(raw):
 
 def test_bad_choice_lists_allowed_values(raw):
     raw["evaluate"]["schedulers"].append("sjf")
-    with pytest.raises(ParamsError, match=r"evaluate\.schedulers\.7: .*'random'.*'edf'.*'sjf'"):
+    index = len(raw["evaluate"]["schedulers"]) - 1
+    with pytest.raises(
+        ParamsError, match=rf"evaluate\.schedulers\.{index}: .*'random'.*'edf'.*'sac'.*'sjf'"
+    ):
         validate_params(raw)
 
 
@@ -102,3 +105,68 @@ def test_cli_check_params_reports_error(tmp_path, raw, capsys):
     assert main(["--params", str(path), "check-params"]) == 2
     assert "build_env.sample_episodes" in capsys.readouterr().err
     assert main(["--params", str(REPO / "params.yaml"), "check-params"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        (
+            lambda r: r["profile"].__setitem__("devices", "cuda"),
+            r"profile\.devices: unknown key; allowed keys: \[.*'device'",
+        ),
+        (
+            lambda r: r["profile"].__setitem__("device", "tpu"),
+            r"profile\.device: .*'auto', 'cuda' or 'cpu'.*'tpu'",
+        ),
+        (
+            lambda r: r["profile"].__setitem__("device", "cpu"),
+            r"device 'cpu' cannot capture CUDA graphs",
+        ),
+        (
+            lambda r: r["profile"]["real"]["resolutions"].__setitem__("sd15", [500]),
+            r"resolutions\.sd15 must list multiples of 8",
+        ),
+        (
+            lambda r: r["profile"]["tiny"].__setitem__("repeats", 0),
+            r"profile\.tiny\.repeats: .*greater than 0",
+        ),
+        (
+            lambda r: r["profile"]["tiny"]["resolutions"].pop("sdxl"),
+            r"tiny\.resolutions has no entry for models \['sdxl'\]",
+        ),
+        (
+            lambda r: r["profile"]["model_dirs"].__setitem__("sd3", None),
+            r"profile\.model_dirs\.sd3",
+        ),
+        (
+            lambda r: r["env"]["edge"]["gpu_types"]["t4"].__setitem__("speed", 0.08),
+            r"gpu_types \['t4'\]: kind 'edge' takes per-step times from the calibrated",
+        ),
+        (
+            lambda r: r["env"]["paper"]["gpu_types"]["reference"].__setitem__("speed", None),
+            r"kind 'paper' needs memory_gb and speed for gpu_types \['reference'\]",
+        ),
+        (
+            lambda r: r["env"]["edge"]["profile_latency"].__setitem__("anchor", "a100"),
+            r"anchor 'a100' has no measured profile; choose one of \['h100', 'h200'\]",
+        ),
+        (
+            lambda r: r["env"]["edge"]["profile_latency"].__setitem__("step_mode", "graph"),
+            r"profile_latency\.step_mode: .*'cuda_graph' or 'eager'",
+        ),
+    ],
+)
+def test_profile_and_calibrated_latency_rules(raw, change, pattern):
+    broken = copy.deepcopy(raw)
+    change(broken)
+    with pytest.raises(ParamsError, match=pattern):
+        validate_params(broken)
+
+
+def test_edge_gpu_types_must_be_in_the_catalogue(raw):
+    from eat.sim import Simulator
+
+    raw["env"]["edge"]["gpu_types"]["b200"] = {"memory_gb": 192.0, "speed": None}
+    preset = validate_params(raw).env.edge
+    with pytest.raises(ValueError, match=r"'b200' is not in the GPU catalogue"):
+        Simulator(preset)

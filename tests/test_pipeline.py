@@ -50,6 +50,47 @@ def tiny_params() -> dict:
     raw["env"]["paper"]["workload"].update(total_tasks=6, initial_tasks=3)
     raw["env"]["edge"]["workload"].update(total_tasks=8)
     raw["build_env"]["sample_episodes"] = 1
+    # Profile: the CPU smoke run on the smallest grid (seconds).
+    raw["profile"]["tiny"].update(
+        resolutions={"sd15": [64, 128], "sdxl": [64]},
+        patches=[1, 2],
+        batches=[2],
+        warmup=0,
+        repeats=1,
+        cold_start_trials=1,
+    )
+    # Learned agents: every agent and ablation variant, one seed, a few dozen decisions.
+    raw["train"].update(
+        n_seeds=1,
+        validation_seeds=1,
+        width=8,
+        heads=2,
+        hidden=8,
+        batch_size=16,
+        total_steps={"paper": 24, "edge": 24},
+        eval_every={"paper": 24, "edge": 24},
+        demo_episodes={"paper": 1, "edge": 1},
+        bc_updates=4,
+        critic_warmup_updates=2,
+        learning_starts=8,
+        num_cpus=2,
+    )
+    raw["train"]["ablation"]["n_seeds"] = 1
+    # Testbed: two CPU workers, 64 px images, three tasks per scheduler, two HTTP requests.
+    raw["testbed"].update(
+        workers=2,
+        min_steps=2,
+        max_steps=4,
+        schedulers=["fifo", "eat"],
+        model_root=".testbed-models",
+        profile={"warmup": 0, "repeats": 1, "cold_start_trials": 1},
+    )
+    raw["testbed"]["workload"].update(total_tasks=3, rate=4.0)
+    raw["testbed"]["load_test"].update(requests=2, concurrency=2)
+    raw["testbed"]["tiny"]["models"] = {
+        "sd15": {"share": 0.5, "resolutions": [64]},
+        "sdxl": {"share": 0.5, "resolutions": [64]},
+    }
     raw["evaluate"].update(
         rates=RATES,
         n_seeds=2,
@@ -122,9 +163,31 @@ def test_repro_writes_every_output_and_metric(reproduced: Path, env):
         assert 0.0 <= entry["deadline_attainment"] <= 1.0
     summary = json.loads((reproduced / "reports/env_summary.json").read_text())
     assert set(summary) == set(PRESETS)
+    # No GPU here: the profile stage ran the smoke profile and kept the reference profiles,
+    # and the environment says so.
+    decision = json.loads((reproduced / "reports/latency_source.json").read_text())
+    assert decision["source"] == "reference" and "no CUDA device" in decision["reason"]
+    profiled = json.loads((reproduced / "reports/profile_summary.json").read_text())
+    assert profiled["device_type"] == "cpu" and profiled["model_size"] == "tiny"
+    assert profiled["latency_source"] == "reference"
+    assert summary["edge"]["latency_source"].startswith("shipped reference profiles")
+    assert (reproduced / "reports/profile/profile.csv").stat().st_size > 0
     for name in ("paper_latency_vs_rate", "edge_latency_cdf", "edge_latency_quality", "gantt"):
         assert (reproduced / f"reports/eval/plots/{name}.png").stat().st_size > 10_000
-    for notebook in ("02_environment", "04_evaluate"):
+    for agent in ("eat", "d2sac", "sac"):
+        assert (reproduced / f"models/paper/{agent}/seed0/actor.pt").exists()
+        assert metrics[f"paper/{agent}/0.03"]["n_train_seeds"] == 1
+    assert (reproduced / "reports/eval/eat_vs_baselines.csv").exists()
+    assert (reproduced / "reports/eval/plots/ablation.png").stat().st_size > 10_000
+    assert (reproduced / "reports/train/plots/paper_training.png").stat().st_size > 10_000
+    train_summary = json.loads((reproduced / "reports/train_summary.json").read_text())
+    assert train_summary["paper/eat"]["n_seeds"] == 1
+    testbed = json.loads((reproduced / "reports/testbed_metrics.json").read_text())
+    assert set(testbed["schedulers"]) == {"fifo", "eat"} and testbed["failures"] == 0
+    assert all(entry["tasks"] == 3 for entry in testbed["schedulers"].values())
+    assert testbed["load_test"]["completed"] == 2 and testbed["setup"]["device"] == "cpu"
+    assert (reproduced / "reports/testbed/real_vs_sim_latency.png").stat().st_size > 10_000
+    for notebook in ("01_profile", "02_environment", "03_train", "04_evaluate", "05_testbed"):
         executed = nbformat.read(reproduced / f"reports/notebooks/{notebook}.ipynb", as_version=4)
         outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
         assert outputs and not [o for o in outputs if o.output_type == "error"]
@@ -155,6 +218,8 @@ def test_push_then_fresh_clone_pull_restores_outputs(reproduced: Path, env, tmp_
         "reports/eval/plots/gantt.png",
         "reports/notebooks/04_evaluate.ipynb",
         "reports/env/edge_latency_table.png",
+        "models/paper/eat/seed0/actor.pt",
+        "reports/train_summary.json",
     ):
         assert (clone / name).read_bytes() == (reproduced / name).read_bytes(), name
     status = run([*dvc, "status"], clone, {**env, "PYTHONPATH": str(clone)})

@@ -166,7 +166,7 @@ def test_gang_runs_at_slowest_member_pace(edge):
     slow_step = latency.step_s("sd15", 1024, 2, "t4")
     assert slow_step > latency.step_s("sd15", 1024, 2, "rtx4090")
     # Overlapped exchange: the pace is the slower of compute and communication.
-    assert timing.step_s == pytest.approx(max(slow_step, latency.communication_s(1024, 2)))
+    assert timing.step_s == pytest.approx(max(slow_step, latency.communication_s("sd15", 1024, 2)))
     outcome = sim.dispatch(Dispatch(0, 20, (fast.server_id, slow.server_id)))
     compute = outcome.finish - outcome.start - timing.setup_s - timing.tail_s
     assert compute == pytest.approx(20 * timing.step_s, rel=0.3)  # 5% noise on compute

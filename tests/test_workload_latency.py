@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eat.calibration import exchange_table, load_profile
 from eat.sim import ProfileLatency, QualityCurve, generate_tasks
-from eat.sim.latency import StepTable, data_path
 from eat.sim.workload import arrival_times
 from tests.conftest import tweak
 
@@ -72,37 +72,86 @@ def test_trace_replay_rescales_to_the_rate(edge, tmp_path):
         generate_tasks(tweak(workload, trace_path=str(bad)), 1.0, np.random.default_rng(0))
 
 
-def test_step_table_is_exact_on_measured_points_and_monotone_between(edge):
-    frame = pd.read_csv(data_path("sd_profile_h200_cudagraph.csv"))
-    table = StepTable(frame, batch=2)
-    measured = frame[(frame.op == "step") & (frame.batch == 2)].iloc[0]
-    assert table.seconds(measured.model, int(measured.resolution), int(measured.patches)) == (
-        measured.seconds
-    )
-    # A larger image is never faster on the same patch count, and more patches never make
-    # a member slower, inside and beyond the measured range (interpolated points included).
-    resolutions, patches = (512, 640, 768, 896, 1024, 1440, 2048), (1, 2, 4, 8)
+def reference_latency(edge) -> ProfileLatency:
+    """The edge preset on the shipped reference profiles, whatever the profile stage chose."""
+    return ProfileLatency(tweak(edge, profile_latency={"stage_decision": None}))
+
+
+def test_fitted_step_model_matches_the_profile_and_is_monotone(edge):
+    latency = reference_latency(edge)
+    h200 = latency.model.gpu("h200")
+    frame = load_profile("sd_profile_h200_cudagraph.csv")
+    measured = frame[(frame.op == "step") & (frame.batch == 2)]
+    for row in measured.itertuples():
+        fitted = h200.step_s(row.model, int(row.resolution), int(row.patches), 2)
+        assert fitted == pytest.approx(row.seconds, rel=0.10), row
+    # More pixels per patch are never faster and more patches never make a member slower,
+    # on every GPU type, measured or derived, inside and beyond the measured range.
+    resolutions, patches = (256, 512, 640, 768, 896, 1024, 1440, 2048), (1, 2, 3, 4, 8)
     for model in ("sd15", "sdxl"):
-        grid = np.array([[table.seconds(model, r, p) for p in patches] for r in resolutions])
-        assert (np.diff(grid, axis=0) >= -1e-12).all()
-        assert (np.diff(grid, axis=1) <= 1e-12).all()
+        for gpu in edge.gpu_types:
+            grid = np.array(
+                [[latency.step_s(model, r, p, gpu) for p in patches] for r in resolutions]
+            )
+            assert (np.diff(grid, axis=0) >= -1e-12).all(), (model, gpu)
+            assert (np.diff(grid, axis=1) <= 1e-12).all(), (model, gpu)
 
 
 def test_profile_latency_terms(edge):
-    latency = ProfileLatency(edge)
-    assert latency.communication_s(1024, 1) == 0.0
-    exchange = latency.communication_s(1024, 4)
-    expected = 0.0005 + 1024.0 * 128 * 128 * 3 / 4 / 1.25e9
-    assert exchange == pytest.approx(expected)
-    # Slower GPUs take proportionally longer per step.
-    ratio = latency.step_s("sd15", 768, 2, "t4") / latency.step_s("sd15", 768, 2, "rtx4090")
-    assert ratio == pytest.approx(0.40 / 0.08)
+    latency = reference_latency(edge)
+    assert "shipped reference profiles" in latency.source
+    # Communication: a member receives the K/V of every self-attention layer and the output
+    # latent for the (n - 1) / n of the image it does not compute, plus conv boundary rows
+    # and GroupNorm statistics from each peer (DistriFusion), batch 2 in fp16 over 10 GbE.
+    table = exchange_table()
+
+    def unet(quantity: str) -> float:
+        rows = table[(table.model == "sd15") & (table.component == "unet")]
+        return float(rows.loc[rows.quantity == f"exchange_{quantity}", "value"].iloc[0])
+
+    # SD 1.x: 5 self-attention layers at each of the 3 attention levels (2 down, 3 up) and
+    # 1 in the mid block, each all-gathering K and V (2 x channels per token).
+    assert unet("kv_per_latent_px") == 2 * (5 * 320 + 5 * 640 / 4 + 5 * 1280 / 16 + 1280 / 64)
+    assert latency.communication_s("sd15", 1024, 1) == 0.0
+    side, peers = 128, 3
+    elements = (unet("kv_per_latent_px") + unet("latent_per_latent_px")) * side**2 * 3 / 4
+    elements += (unet("halo_per_latent_col") * side + unet("groupnorm")) * peers
+    assert latency.communication_s("sd15", 1024, 4) == pytest.approx(
+        0.0005 + elements * 2 * 2 / 1.25e9
+    )
+    assert latency.communication_s("sdxl", 1024, 2) > latency.communication_s("sd15", 1024, 2)
+    # A derived GPU type follows the anchor (H200) by datasheet ratios: weights read at its
+    # bandwidth, the rest of the fixed overhead at its clock, the growing work by the
+    # compute ratio blended with the fitted memory-bound share.
+    anchor = latency.model.fits["h200"].step[("sd15", 2)]
+    h200, t4 = latency.catalogue.spec("h200"), latency.catalogue.spec("t4")
+    weights = float(
+        table[
+            (table.model == "sd15") & (table.component == "unet") & (table.quantity == "fp16_bytes")
+        ]["value"].iloc[0]
+    )
+    mu = latency.model.memory_share
+    assert 0.0 < mu < 0.5  # the H100 (70% of the H200's bandwidth) runs only 2-6% slower
+    factor = (1 - mu) * h200.fp16_tflops / t4.fp16_tflops
+    factor += mu * h200.memory_bandwidth_gbs / t4.memory_bandwidth_gbs
+    x = 768 * 768 / 2 / 1e6
+    fixed = weights / (t4.memory_bandwidth_gbs * 1e9)
+    fixed += (anchor.c0 - weights / (h200.memory_bandwidth_gbs * 1e9)) * 1980 / 1590
+    expected = fixed + (anchor.c1 * x + anchor.c2 * x * x) * factor
+    assert latency.step_s("sd15", 768, 2, "t4") == pytest.approx(expected)
+    assert latency.step_s("sd15", 768, 2, "t4") > latency.step_s("sd15", 768, 2, "rtx4090")
     # Cold start: each component's bytes over 2 GB/s, never faster than its measured
     # page-cache load (the text encoder's 0.18 s), plus 2 s of overhead.
-    unet, vae, text_encoder_measured = 1719127083, 167336106, 0.17985895399999663
-    expected = 2.0 + unet / 2e9 + vae / 2e9 + text_encoder_measured
+    unet_bytes, vae, text_encoder_measured = 1719127083, 167336106, 0.17985895399999663
+    expected = 2.0 + unet_bytes / 2e9 + vae / 2e9 + text_encoder_measured
     assert latency.cold_start_s["sd15"] == pytest.approx(expected, rel=1e-6)
-    assert latency.cold_start_s["sdxl"] > latency.cold_start_s["sd15"]
+    # SDXL adds its bigger UNet and the OpenCLIP bigG encoder (fp16 bytes of the
+    # architecture, not in the reference profile).
+    assert latency.cold_start_s["sdxl"] > latency.cold_start_s["sd15"] + 2.0
+    # Memory comes from the catalogue, speed relative to the anchor.
+    assert latency.memory_gb("rtx4070") == 12.0 and latency.memory_gb("t4") == 16.0
+    assert latency.speed("h200") == pytest.approx(1.0)
+    assert latency.speed("rtx4090") > latency.speed("l4")
 
 
 def test_reference_quality_curve():

@@ -4,25 +4,34 @@ Two models share one interface (:class:`LatencyModel`):
 
 - :class:`PaperLatency` is the reference simulator's typed-in table (per-step time
   and reload time by gang size; zzf1955/EAT), kept to reproduce the paper setting.
-- :class:`ProfileLatency` looks per-step UNet time up in a measured profile (model,
-  resolution, patch count; interpolated in pixels per patch), scales it by the GPU
-  type's speed factor, and adds explicit communication, VAE decode, text encoding
-  and result transmission terms. Cold starts come from the bytes on disk of the
-  profiled components over a load bandwidth, plus a fixed overhead.
+- :class:`ProfileLatency` is the calibrated model of :mod:`eat.calibration`: per-step
+  time of each GPU type fitted on measured profiles (interpolated in pixels per patch,
+  with the measured fixed overhead) or derived from an anchor GPU with datasheet
+  numbers; explicit communication (the UNet's activation bytes over the link), VAE
+  decode, text encoding and result transmission terms; cold starts from the bytes of
+  the components over a load bandwidth, never faster than the measured page-cache load,
+  plus a fixed overhead.
 
 All times are in seconds.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from eat.calibration import (
+    CalibratedLatency,
+    GpuCatalogue,
+    data_path,
+    exchange_table,
+    load_profile,
+    read_stage_decision,
+)
 from eat.params import PresetConfig
 
 SimTime = float  # seconds of simulated time
@@ -46,16 +55,7 @@ class GangTiming:
         return self.setup_s + steps * self.step_s + self.tail_s
 
 
-def data_path(name: str) -> Path:
-    """Resolve a file shipped in ``eat/data`` (or return ``name`` if it is a real path)."""
-    candidate = Path(name)
-    if candidate.is_file():
-        return candidate
-    shipped = resources.files("eat") / "data" / name
-    path = Path(str(shipped))
-    if not path.is_file():
-        raise FileNotFoundError(f"latency profile {name!r} is neither a path nor in eat/data")
-    return path
+__all__ = ["GangTiming", "PaperLatency", "ProfileLatency", "data_path"]
 
 
 class PaperLatency:
@@ -82,58 +82,36 @@ class PaperLatency:
         )
 
 
-class StepTable:
-    """Per-step seconds of one profile by (model, resolution, patches), interpolated.
-
-    Missing points are interpolated log-log in pixels per patch over every measured
-    point of the model, which is how the compute of one member scales: the table
-    shows equal times for equal pixels per patch (e.g. SD 1.x 512 px on 1 patch and
-    1024 px on 4 patches both take 11.9 ms on the H200).
-    """
-
-    def __init__(self, frame: pd.DataFrame, batch: int) -> None:
-        steps = frame[(frame["op"] == "step") & (frame["batch"] == batch)]
-        if steps.empty:
-            raise ValueError(f"profile has no op=step rows with batch={batch}")
-        self._exact: dict[tuple[str, int, int], float] = {}
-        self._curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for row in steps.itertuples(index=False):
-            key = (str(row.model), int(row.resolution), int(row.patches))
-            self._exact[key] = float(row.seconds)
-        for model, rows in steps.groupby("model"):
-            pixels = rows["resolution"].astype(float) ** 2 / rows["patches"].astype(float)
-            curve = (
-                pd.DataFrame({"log_px": np.log(pixels), "log_s": np.log(rows["seconds"])})
-                .groupby("log_px", as_index=False)["log_s"]
-                .mean()
-                .sort_values("log_px")
-            )
-            self._curves[str(model)] = (curve["log_px"].to_numpy(), curve["log_s"].to_numpy())
-
-    @property
-    def models(self) -> list[str]:
-        return sorted(self._curves)
-
-    def seconds(self, model: str, resolution: int, patches: int) -> float:
-        exact = self._exact.get((model, resolution, patches))
-        if exact is not None:
-            return exact
-        if model not in self._curves:
-            raise ValueError(f"profile has no step rows for model {model!r}; has {self.models}")
-        log_px, log_s = self._curves[model]
-        target = np.log(resolution * resolution / patches)
-        if len(log_px) == 1:
-            return float(np.exp(log_s[0]))
-        # np.interp clamps outside the measured range; extrapolate linearly instead
-        # so that a larger patch is never cheaper than the largest measured one.
-        if target > log_px[-1]:
-            slope = (log_s[-1] - log_s[-2]) / (log_px[-1] - log_px[-2])
-            return float(np.exp(log_s[-1] + slope * (target - log_px[-1])))
-        return float(np.exp(np.interp(target, log_px, log_s)))
+@functools.lru_cache(maxsize=16)
+def _calibrated(
+    catalogue: str,
+    measured: tuple[tuple[str, tuple[str, ...]], ...],
+    anchor: str,
+    mode: str,
+    architecture: str,
+    decision: str,
+) -> CalibratedLatency:
+    """One fitted model per configuration, shared by every simulator of a process (the
+    evaluation builds one per episode). ``decision`` only keys the cache: the stage's
+    decision names its profile by content hash, so a new profile is a new entry."""
+    return CalibratedLatency(
+        GpuCatalogue.load(catalogue),
+        {gpu: load_profile(files) for gpu, files in measured},
+        anchor,
+        mode,  # type: ignore[arg-type]
+        exchange_table(architecture),
+        sources={gpu: "+".join(files) for gpu, files in measured},
+    )
 
 
 class ProfileLatency:
-    """Latency from a measured profile, scaled per GPU type (see module docstring)."""
+    """Latency from the calibrated model over measured profiles (see module docstring).
+
+    Which profiles: ``profile_latency.measured`` (GPU type -> CSVs) with its ``anchor``,
+    unless the profile stage's decision (``profile_latency.stage_decision``) names a GPU
+    profile it measured: that profile then replaces its type's and anchors the others.
+    :attr:`source` says which was used.
+    """
 
     def __init__(self, preset: PresetConfig) -> None:
         config = preset.profile_latency
@@ -141,69 +119,94 @@ class ProfileLatency:
             raise ValueError("ProfileLatency needs preset.profile_latency")
         self.preset = preset
         self.network = preset.network
-        step_frame = pd.read_csv(data_path(config.step_profile))
-        cold_frame = pd.read_csv(data_path(config.cold_start_profile))
-        self.step_table = StepTable(step_frame, config.batch)
-        for name, spec in preset.models.items():
-            if spec.profile_model not in self.step_table.models:
+        self.batch = config.batch
+        measured = {gpu: list(files) for gpu, files in config.measured.items()}
+        anchor = config.anchor
+        decision = read_stage_decision(config.stage_decision)
+        if decision is not None and decision["source"] == "measured":
+            measured[decision["gpu"]] = [decision["profile"]]
+            anchor = decision["gpu"]
+            self.source = (
+                f"measured by the profile stage: {decision['gpu']} ({decision['profile']}), "
+                f"anchor of the derived GPU types"
+            )
+        else:
+            reason = f" ({decision['reason']})" if decision and decision.get("reason") else ""
+            self.source = (
+                f"shipped reference profiles{reason}: "
+                + ", ".join(f"{gpu} ({'+'.join(files)})" for gpu, files in measured.items())
+                + f"; anchor {anchor}"
+            )
+        self.anchor = anchor
+        self.model = _calibrated(
+            config.catalogue,
+            tuple((gpu, tuple(files)) for gpu, files in measured.items()),
+            anchor,
+            config.step_mode,
+            config.architecture,
+            json.dumps(decision, sort_keys=True),
+        )
+        catalogue = self.model.catalogue
+        for name in preset.gpu_types:
+            if name not in catalogue.gpus:
                 raise ValueError(
-                    f"models.{name}.profile_model {spec.profile_model!r} is not in the "
-                    f"profile; choose one of {self.step_table.models}"
+                    f"gpu_types: {name!r} is not in the GPU catalogue {config.catalogue}; "
+                    f"choose one of {catalogue.gpus}"
                 )
-        decode = step_frame[step_frame["op"] == "decode"]
-        if decode.empty:
-            raise ValueError(f"{config.step_profile} has no op=decode rows")
-        # The SD and SDXL VAEs share one architecture; the profile measures one of them.
-        decode = decode.groupby("resolution")["seconds"].median().sort_index()
-        self._decode_px = decode.index.to_numpy(dtype=float) ** 2
-        self._decode_s = decode.to_numpy(dtype=float)
-        encode = step_frame[step_frame["op"] == "encode"]
-        self.encode_s = float(encode["seconds"].median()) if not encode.empty else 0.0
-        self.cold_start_s = self._cold_starts(
-            cold_frame, config.load_bandwidth_gbps, config.cold_start_overhead_s
-        )
-        self._speed = {name: gpu.speed for name, gpu in preset.gpu_types.items()}
+        self.catalogue = catalogue
+        self.cold_start_s = {
+            name: self.model.cold_start_s(
+                spec.profile_model, config.load_bandwidth_gbps, config.cold_start_overhead_s
+            )
+            for name, spec in preset.models.items()
+        }
+        self._gpus = {name: self.model.gpu(name) for name in preset.gpu_types}
+        for name, spec in preset.models.items():
+            for gpu, latency in self._gpus.items():
+                if (spec.profile_model, self.batch) not in latency.step:
+                    raise ValueError(
+                        f"models.{name}.profile_model {spec.profile_model!r} with batch "
+                        f"{self.batch} has no per-step fit on {gpu}; it has {sorted(latency.step)}"
+                    )
+        self._step_cache: dict[tuple[str, int, int, str], float] = {}
 
-    def _cold_starts(
-        self, frame: pd.DataFrame, bandwidth_gbps: float, overhead_s: float
-    ) -> dict[str, float]:
-        """Cold start per model on the profiled GPU: every component's bytes over the
-        load bandwidth (never faster than the page-cache load that was measured),
-        plus the fixed overhead."""
-        loads = frame[frame["op"] == "cold_start_from_disk"]
-        if loads.empty:
-            raise ValueError("cold-start profile has no op=cold_start_from_disk rows")
-        per_component = loads.groupby(["model", "component"]).agg(
-            bytes=("bytes", "median"), seconds=("seconds", "median")
-        )
-        shared = per_component.reset_index()
-        result = {}
-        for name, spec in self.preset.models.items():
-            total = 0.0
-            for component in ("unet", "vae", "text_encoder"):
-                rows = shared[
-                    (shared["component"] == component) & (shared["model"] == spec.profile_model)
-                ]
-                if rows.empty:  # the profile measured this component for another model only
-                    rows = shared[shared["component"] == component]
-                if rows.empty:
-                    continue
-                size, measured = float(rows["bytes"].iloc[0]), float(rows["seconds"].iloc[0])
-                total += max(measured, size / (bandwidth_gbps * 1e9))
-            result[name] = total + overhead_s
-        return result
+    # -- what the simulator asks ---------------------------------------------------------
+    def memory_gb(self, gpu: str) -> float:
+        """The GPU type's memory: ``gpu_types`` if given there, else the catalogue's."""
+        configured = self.preset.gpu_types[gpu].memory_gb
+        return configured if configured is not None else self.catalogue.spec(gpu).memory_gb
 
-    def decode_s(self, resolution: int) -> float:
-        return float(np.interp(resolution * resolution, self._decode_px, self._decode_s))
+    def speed(self, gpu: str) -> float:
+        """Throughput relative to the anchor GPU: the geometric mean, over the workload's
+        models and resolutions, of the anchor's per-step time over this type's (one
+        server, warm)."""
+        anchor, target = self.model.gpu(self.anchor), self.model.gpu(gpu)
+        ratios = [
+            anchor.step_s(self.preset.models[model].profile_model, resolution, 1, self.batch)
+            / target.step_s(self.preset.models[model].profile_model, resolution, 1, self.batch)
+            for model, mix in self.preset.workload.models.items()
+            for resolution in mix.resolutions
+        ]
+        return float(np.exp(np.mean(np.log(ratios))))
 
-    def communication_s(self, resolution: int, patches: int) -> float:
-        """Per-step exchange of one member: it receives the other members' share of the
-        activations (an all-gather), plus one link latency."""
+    def decode_s(self, model: str, resolution: int, gpu: str) -> float:
+        return self._gpus[gpu].decode_s(self.preset.models[model].profile_model, resolution)
+
+    def encode_s(self, model: str, gpu: str) -> float:
+        return self._gpus[gpu].encode_s[self.preset.models[model].profile_model]
+
+    def communication_s(self, model: str, resolution: int, patches: int) -> float:
+        """Per-step exchange of one member of a gang of ``patches``: the bytes it receives
+        (all-gathers) over the link, plus one link latency."""
         if patches <= 1:
             return 0.0
-        latent_pixels = (resolution / 8) ** 2
-        exchanged = self.network.activation_bytes_per_latent_pixel * latent_pixels
-        exchanged *= (patches - 1) / patches
+        per_pixel = self.network.activation_bytes_per_latent_pixel
+        if per_pixel is None:
+            exchanged = self.model.exchange_bytes(
+                self.preset.models[model].profile_model, resolution, patches, self.batch
+            )
+        else:  # a fixed volume per latent pixel (params override)
+            exchanged = per_pixel * (resolution / 8) ** 2 * (patches - 1) / patches
         return self.network.latency_s + exchanged / (self.network.bandwidth_gbps * 1e9)
 
     def transmission_s(self, resolution: int) -> float:
@@ -212,8 +215,13 @@ class ProfileLatency:
 
     def step_s(self, model: str, resolution: int, patches: int, gpu: str) -> float:
         """Compute time of one member per denoising step (no communication)."""
-        profile_model = self.preset.models[model].profile_model
-        return self.step_table.seconds(profile_model, resolution, patches) / self._speed[gpu]
+        key = (model, resolution, patches, gpu)
+        seconds = self._step_cache.get(key)
+        if seconds is None:
+            profile_model = self.preset.models[model].profile_model
+            seconds = self._gpus[gpu].step_s(profile_model, resolution, patches, self.batch)
+            self._step_cache[key] = seconds
+        return seconds
 
     def gang_timing(
         self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
@@ -221,18 +229,18 @@ class ProfileLatency:
         patches = len(gpus)
         cold = tuple(0.0 if is_warm else self.cold_start_s[model] for is_warm in warm)
         compute = max(self.step_s(model, resolution, patches, gpu) for gpu in gpus)
-        exchange = self.communication_s(resolution, patches)
+        exchange = self.communication_s(model, resolution, patches)
         if self.network.overlap == "overlapped":
             pace = max(compute, exchange)
         else:
             pace = compute + exchange
-        # The fastest member leads: it encodes the prompt and decodes the image.
-        leader_speed = max(self._speed[gpu] for gpu in gpus)
+        # The member that decodes fastest leads: it encodes the prompt and decodes.
+        leader = min(gpus, key=lambda gpu: self.decode_s(model, resolution, gpu))
         return GangTiming(
             member_cold_start_s=cold,
-            setup_s=max(cold) + self.encode_s / leader_speed,
+            setup_s=max(cold) + self.encode_s(model, leader),
             step_s=pace,
-            tail_s=self.decode_s(resolution) / leader_speed + self.transmission_s(resolution),
+            tail_s=self.decode_s(model, resolution, leader) + self.transmission_s(resolution),
         )
 
     def nominal_latency_s(self, model: str, resolution: int, gpu: str, steps: int) -> float:

@@ -58,6 +58,9 @@ EVENT_COMPLETION = "completion"
 EVENT_LOAD_DONE = "load_done"
 EVENT_ARRIVAL = "arrival"
 
+#: ``Server.task_id`` of a server that is out of service (live driving, set_server_down).
+SERVER_DOWN = -1
+
 
 class SimulationError(RuntimeError):
     """The simulator was misused (an invalid dispatch, waiting with nothing to wait for)."""
@@ -151,8 +154,16 @@ class Simulator:
         self.allowed_gang_sizes = sorted(preset.allowed_gang_sizes)
         self.server_specs: list[tuple[str, float, float]] = []
         for group in preset.servers:
-            gpu = preset.gpu_types[group.gpu]
-            self.server_specs += [(group.gpu, gpu.speed, gpu.memory_gb)] * group.count
+            if isinstance(self.latency, ProfileLatency):  # calibrated: speed, catalogue memory
+                spec = (
+                    group.gpu,
+                    self.latency.speed(group.gpu),
+                    self.latency.memory_gb(group.gpu),
+                )
+            else:
+                gpu = preset.gpu_types[group.gpu]
+                spec = (group.gpu, gpu.speed, gpu.memory_gb)
+            self.server_specs += [spec] * group.count
         self.n_servers = len(self.server_specs)
         self._noise_cv = preset.latency_noise_cv
         self.reset([], np.random.default_rng(0))
@@ -517,6 +528,110 @@ class Simulator:
                 )
             )
 
+    # ------------------------------------------------------------------ live driving
+    # A real system (the testbed's controller, eat.testbed) mirrors its cluster in a
+    # Simulator reset with no tasks, so that any Scheduler can decide on it: it sets
+    # the clock to measured times, adds tasks as they arrive, applies decisions with
+    # dispatch() (whose outcome and records are then predictions) and reports what
+    # really happened: completions, failed gangs, servers down and up, residency.
+    # No event is processed here: completions come from the real system.
+
+    def advance_clock(self, now: SimTime) -> None:
+        """Set the clock to a measured time. Predicted load-done events due by ``now``
+        (they change no state) are dropped; predicted completions stay until the real
+        ones are reported with :meth:`complete`."""
+        if now < self.now:
+            raise SimulationError(f"clock moved backwards: {now} < now {self.now}")
+        self.now = now
+        if any(event[3] == EVENT_LOAD_DONE and event[0] <= now for event in self._events):
+            self._events = [
+                event
+                for event in self._events
+                if not (event[3] == EVENT_LOAD_DONE and event[0] <= now)
+            ]
+            heapq.heapify(self._events)
+
+    def add_arrival(self, task: Task) -> None:
+        """``task`` arrives now: it joins the queue (its arrival must not be later)."""
+        if task.task_id in self.tasks:
+            raise SimulationError(f"task {task.task_id} already exists")
+        if task.arrival > self.now:
+            raise SimulationError(
+                f"task {task.task_id} arrives at {task.arrival}, after now {self.now}"
+            )
+        if task.model not in self.preset.models:
+            raise SimulationError(
+                f"task {task.task_id}: model {task.model!r} is not in the preset; choose one "
+                f"of {sorted(self.preset.models)}"
+            )
+        self.tasks[task.task_id] = task
+        self.queue.append(task)
+        self.n_arrived += 1
+
+    def _drop_completion(self, task_id: int) -> Outcome:
+        outcome = self._running.get(task_id)
+        if outcome is None:
+            raise SimulationError(f"task {task_id} is not running at t={self.now}")
+        self._events = [
+            event
+            for event in self._events
+            if not (event[3] == EVENT_COMPLETION and event[4] == task_id)
+        ]
+        heapq.heapify(self._events)
+        return outcome
+
+    def complete(self, task_id: int) -> None:
+        """The running ``task_id`` finished now (whatever was predicted): its servers
+        are free."""
+        self._drop_completion(task_id)
+        self._complete(task_id)
+
+    def requeue(self, task_id: int) -> None:
+        """The gang running ``task_id`` failed: its servers are free and the task is
+        back in the queue, in arrival order, to be dispatched again."""
+        outcome = self._drop_completion(task_id)
+        del self._running[task_id]
+        for server_id in outcome.servers:
+            self.servers[server_id].task_id = None
+        self.n_free += len(outcome.servers)
+        task = outcome.task
+        position = 0
+        while position < len(self.queue) and (
+            (self.queue[position].arrival, self.queue[position].task_id)
+            < (task.arrival, task.task_id)
+        ):
+            position += 1
+        self.queue.insert(position, task)
+
+    def set_server_down(self, server_id: int, expected_back: SimTime) -> None:
+        """A free server is out of service (its process died): busy with no task until
+        :meth:`set_server_up`, expected back at ``expected_back`` (what schedulers
+        read as its ``busy_until``); it has lost its resident models."""
+        server = self.servers[server_id]
+        if server.task_id is not None:
+            raise SimulationError(
+                f"server {server_id} runs task {server.task_id}; requeue it before taking "
+                "the server down"
+            )
+        server.task_id, server.busy_until = SERVER_DOWN, expected_back
+        server.resident.clear()
+        self.n_free -= 1
+
+    def set_server_up(self, server_id: int) -> None:
+        """A server taken down with :meth:`set_server_down` is back in service."""
+        server = self.servers[server_id]
+        if server.task_id != SERVER_DOWN:
+            raise SimulationError(f"server {server_id} is not down (task {server.task_id})")
+        server.task_id, server.busy_until = None, self.now
+        self.n_free += 1
+
+    def set_residency(self, server_id: int, models: list[str]) -> None:
+        """The models resident on a server, least recently used first, as it reports."""
+        unknown = sorted(set(models) - set(self.preset.models))
+        if unknown:
+            raise SimulationError(f"server {server_id}: unknown models {unknown}")
+        self.servers[server_id].resident = OrderedDict.fromkeys(models)
+
     # ------------------------------------------------------------------ results
     def records_frame(self) -> pd.DataFrame:
         """One row per dispatched task (columns: :data:`RECORD_COLUMNS`)."""
@@ -559,6 +674,7 @@ def episode_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 __all__ = [
     "RECORD_COLUMNS",
     "SEGMENT_COLUMNS",
+    "SERVER_DOWN",
     "Dispatch",
     "Outcome",
     "Server",
