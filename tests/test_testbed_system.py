@@ -208,14 +208,14 @@ def test_a_killed_worker_task_is_rerun_elsewhere_and_never_lost_or_duplicated(be
         controller = Controller(preset, workers, scheduler, settings(params))
         request = TaskRequest("sd15", 128, PROMPTS[1], 60.0, seed=1)
         first = controller.submit(request)
-        await _until(lambda: _running_on(controller, 0) == (0, 1))
-        await asyncio.sleep(0.3)
+        # Kill as soon as the gang is seen running: a tiny task takes well under a
+        # second, so any delay here risks killing the worker after the task finished.
+        await _until(lambda: _running_on(controller, 0) == (0, 1), poll=0.002)
         os.kill(pids_before[1], signal.SIGKILL)
         await asyncio.wait_for(first, 120)
         second = controller.submit(TaskRequest("sd15", 128, PROMPTS[2], 60.0, seed=2))
         third = controller.submit(TaskRequest("sdxl", 64, PROMPTS[0], 60.0, seed=3))
-        await _until(lambda: _running_on(controller, 1) == (2, 0), timeout=60)
-        await asyncio.sleep(0.3)
+        await _until(lambda: _running_on(controller, 1) == (2, 0), timeout=60, poll=0.002)
         os.kill(pids_before[2], signal.SIGKILL)
         await asyncio.wait_for(asyncio.gather(second, third), 120)
         await _until(lambda: not controller.down, timeout=120)  # both are back
@@ -245,12 +245,12 @@ def _running_on(controller, task_id: int) -> tuple[int, ...] | None:
     return pending.outcome.servers
 
 
-async def _until(condition, timeout: float = 30.0) -> None:
+async def _until(condition, timeout: float = 30.0, poll: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(poll)
 
 
 def test_http_service_validates_serves_and_survives_a_bounded_burst(bed):
