@@ -19,32 +19,14 @@ import numpy as np
 import torch
 
 from eat.agents.base import Scheduler
-from eat.agents.rl.actors import DiffusionActor, GaussianActor, make_actor
-from eat.agents.rl.sac import SACConfig
+from eat.agents.rl.actors import DiffusionActor, GaussianActor
+from eat.agents.rl.sac import SACConfig, build_actor
 from eat.sim.encoding import Encoder
 from eat.sim.simulator import Dispatch, Simulator
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "actor.pt"
-
-
-def build_actor(config: SACConfig, shapes: dict[str, int]) -> GaussianActor | DiffusionActor:
-    return make_actor(
-        config.actor,
-        config.encoder,
-        shapes["n_tokens"],
-        shapes["in_features"],
-        shapes["action_size"],
-        width=config.width,
-        heads=config.heads,
-        layers=config.layers,
-        hidden=config.hidden,
-        denoising_steps=config.denoising_steps,
-        beta_schedule=config.beta_schedule,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-    )
 
 
 def save_actor(

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eat.agents.rl.actors import ActorKind, make_actor
+from eat.agents.rl.actors import ActorKind, DiffusionActor, GaussianActor, make_actor
 from eat.agents.rl.diffusion import BetaSchedule
 from eat.agents.rl.networks import EncoderKind, TokenLayout, make_critic
 
@@ -338,6 +338,27 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return ((prediction - target) ** 2 * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
 
 
+def build_actor(config: SACConfig, shapes: dict[str, int]) -> GaussianActor | DiffusionActor:
+    """The actor that ``config`` describes, for observations of ``shapes`` (``n_tokens``,
+    ``in_features``, ``action_size``): the one constructor used for training, checkpoints
+    and evaluation."""
+    return make_actor(
+        config.actor,
+        config.encoder,
+        shapes["n_tokens"],
+        shapes["in_features"],
+        shapes["action_size"],
+        width=config.width,
+        heads=config.heads,
+        layers=config.layers,
+        hidden=config.hidden,
+        denoising_steps=config.denoising_steps,
+        beta_schedule=config.beta_schedule,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+    )
+
+
 class SAC:
     """Actor, twin critics with targets and the temperature, and their updates."""
 
@@ -345,21 +366,7 @@ class SAC:
         self.config = config
         self.device = config.device
         self.shapes = {"n_tokens": n_tokens, "in_features": in_features, "action_size": action_size}
-        self.actor = make_actor(
-            config.actor,
-            config.encoder,
-            n_tokens,
-            in_features,
-            action_size,
-            width=config.width,
-            heads=config.heads,
-            layers=config.layers,
-            hidden=config.hidden,
-            denoising_steps=config.denoising_steps,
-            beta_schedule=config.beta_schedule,
-            beta_start=config.beta_start,
-            beta_end=config.beta_end,
-        ).to(self.device)
+        self.actor = build_actor(config, self.shapes).to(self.device)
 
         # Twin critics in one module (one state encoding, two Q heads) and its target copy.
         self.qf = make_critic(
