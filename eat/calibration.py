@@ -5,16 +5,38 @@ README's "Calibrated latency model" section:
 
 1. **Per-step time** of one server, for one model family, batch and step mode
    (eager or CUDA graph), as a function of the image pixels per patch ``p`` (resolution^2
-   over the number of row patches)::
+   over the number of row patches) and the image resolution ``R``::
 
-       t(p) = t0 + a p + b p^2        (p in megapixels; t0, a, b >= 0)
+       t(p, R) = t0 + f_R a p + b p^2        (p in megapixels; t0, a, b, f_R >= 0)
 
    ``t0`` is the fixed per-step overhead (kernel launches, reading the weights, small
    kernels that do not fill the GPU), ``a p`` the work that grows with the patch
    (convolutions, linear layers) and ``b p^2`` self-attention within the patch, whose
-   cost grows with the square of its tokens. The coefficients minimise the squared
-   *relative* error over the measured points under non-negativity (scipy's NNLS), so
-   the curve never decreases: more pixels per patch are never faster.
+   cost grows with the square of its tokens. ``f_R`` is how efficiently the GPU runs
+   that growing work on the patches of one resolution: a row patch of an ``R`` px image
+   is ``R / 8`` latent columns wide whatever the number of patches, and the kernels'
+   efficiency depends on that shape (tile quantisation, the kernels cuDNN and cuBLAS
+   pick), not on the pixel count alone. The measured profiles show it: at equal pixels
+   per patch the 1440 px patches (180 latent columns) run 10-15% slower, and the 768 px
+   ones (96) a few % slower, than the 512 and 1024 px ones (64, 128); the fitted
+   ``f_R`` is 0.82-0.90, 1.02-1.07, 0.89-0.91 and 1.18-1.23 for 512, 768, 1024 and
+   1440 px, alike on the H200 and H100 and for batch 1 and 2. With one slope for all
+   resolutions the held-out (leave-one-out) error was 3.8-3.9% mean and up to 11.1% on
+   interpolated points; with ``f_R``, 1.8-2.1% and 4.2%. The effect is not monotone in
+   ``R``, so a smooth term does not capture it: ``p R``, ``p R^2`` or ``R^2`` bring the
+   interpolated maximum to 8.5-10% (a term in the patch's latent rows changes nothing),
+   but predict the points of a resolution left out entirely worse than one slope (SD
+   1.x: 5.1-5.9% mean against 4.8-5.2%), while ``f_R = 1`` (the typical efficiency) for
+   the left-out resolution predicts them better (4.2-4.6%), and better than
+   interpolating ``f_R`` between its neighbours (5.9-6.3%). Hence: one ``p`` column per
+   measured resolution, ``a`` their mean slope (the mean ``f_R`` is 1), and ``f_R = 1``
+   for a resolution that was not measured. The per-resolution slopes must earn their
+   place (:func:`fit_curve`): two or more resolutions, each measured at two or more
+   patch sizes, and an F-test against one slope; else one ``a`` for all (SDXL, measured
+   at one resolution; the launch-bound eager profiles, whose noise they would fit).
+   The coefficients minimise the squared *relative* error over the measured points
+   under non-negativity (scipy's NNLS), so along any patch sweep (a fixed ``R``) the
+   curve never decreases: more pixels per patch are never faster.
 2. **VAE decode** of one image: the same basis in image pixels. **Text encoding**: the
    median measured time of each encoder, summed over the model's encoders.
 3. **Cold start** of a model: per component, the larger of the measured page-cache load
@@ -24,7 +46,7 @@ README's "Calibrated latency model" section:
    datasheet numbers (``eat/data/gpu_catalogue.csv``)::
 
        t0' = W / BW' + (t0 - W / BW) * clock / clock'
-       a', b' = (a, b) * [(1 - mu) * TF / TF' + mu * BW / BW']
+       a', b' = (a, b) * [(1 - mu) * TF / TF' + mu * BW / BW']        (f_R unchanged)
 
    ``W`` is the UNet's weight bytes (read once per step), ``TF`` dense FP16 tensor
    throughput, ``BW`` memory bandwidth, ``clock`` the boost clock, primes the target
@@ -54,6 +76,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.optimize import nnls
 
 StepMode = Literal["eager", "cuda_graph"]
@@ -98,23 +121,56 @@ def data_path(name: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class Curve:
-    """``c0 + c1 x + c2 x^2`` seconds, with ``x`` in millions (of pixels)."""
+    """``c0 + f c1 x + c2 x^2`` seconds, with ``x`` in millions (of pixels).
+
+    ``f`` is the linear term's factor for the patches of one image resolution (the
+    module docstring's ``f_R``): ``factors`` holds it for the resolutions the curve was
+    fitted on; any other resolution, or a call without one, uses ``f = 1``.
+    """
 
     c0: float
     c1: float
     c2: float
+    factors: tuple[tuple[int, float], ...] = ()
+    """(resolution, f_R) pairs, sorted by resolution; empty: one slope for all."""
 
-    def __call__(self, pixels: float) -> float:
+    def factor(self, resolution: int | None) -> float:
+        """``f_R`` of a resolution (1 for one the curve was not fitted on)."""
+        return dict(self.factors).get(int(resolution), 1.0) if resolution is not None else 1.0
+
+    def __call__(self, pixels: float, resolution: int | None = None) -> float:
         x = pixels / 1e6
-        return self.c0 + self.c1 * x + self.c2 * x * x
+        return self.c0 + self.factor(resolution) * self.c1 * x + self.c2 * x * x
+
+    def scaled(self, fixed: float, variable: float) -> Curve:
+        """This curve with ``c0`` replaced by ``fixed`` and ``c1``, ``c2`` times
+        ``variable`` (a derived GPU type, step 4): ``f_R`` is a ratio of two of the
+        anchor's slopes, so it carries over unchanged."""
+        return Curve(fixed, self.c1 * variable, self.c2 * variable, self.factors)
 
 
-def fit_curve(pixels: Sequence[float], seconds: Sequence[float]) -> Curve:
+#: Significance level of the F-test that admits per-resolution slopes (see fit_curve).
+FACTOR_TEST_ALPHA = 0.05
+
+
+def fit_curve(
+    pixels: Sequence[float],
+    seconds: Sequence[float],
+    resolutions: Sequence[int] | None = None,
+) -> Curve:
     """Non-negative least squares of :class:`Curve` in relative error.
 
     Three or more distinct ``pixels`` fit all three terms; two fit ``c0 + c1 x``; one
     gives a constant. Each row is divided by its measured time, so a 5% miss on a 10 ms
     step weighs as much as on a 100 ms one.
+
+    With ``resolutions`` (the image resolution of each point), two or more of them, each
+    measured at two or more pixel counts, and more distinct pixel counts than
+    coefficients, the linear term may get one column per resolution (its ``f_R c1``).
+    It does only where an F-test of the two nested fits (one slope against one per
+    resolution, relative residuals, level :data:`FACTOR_TEST_ALPHA`) says the extra
+    slopes explain more than noise: on the CUDA-graph profiles they cut the residuals
+    fourfold; on eager ones, dominated by launch overhead, they would fit the noise.
     """
     x = np.asarray(pixels, dtype=float) / 1e6
     y = np.asarray(seconds, dtype=float)
@@ -125,11 +181,51 @@ def fit_curve(pixels: Sequence[float], seconds: Sequence[float]) -> Curve:
     distinct = len(np.unique(x))
     if distinct == 1:
         return Curve(float(np.median(y)), 0.0, 0.0)
-    basis = [np.ones_like(x), x, x * x][: min(3, distinct)]
-    design = np.column_stack(basis) / y[:, None]
-    coefficients, _ = nnls(design, np.ones_like(y))
-    padded = [*coefficients.tolist(), 0.0, 0.0][:3]
-    return Curve(*padded)
+    pooled, pooled_rss = _nnls_relative([np.ones_like(x), x, x * x][: min(3, distinct)], y)
+    curve = Curve(*[*pooled.tolist(), 0.0, 0.0][:3])
+    levels = _resolution_levels(x, resolutions)
+    n_coefficients = len(levels) + 2
+    if not levels or n_coefficients >= len(y) or n_coefficients > distinct:
+        return curve  # no residual degrees of freedom left to test the factors with
+    if pooled_rss <= 1e-20 * len(y):
+        return curve  # one slope already fits exactly (synthetic data): nothing to add
+    r = np.asarray(resolutions, dtype=int)
+    basis = [np.ones_like(x), *(x * (r == level) for level in levels), x * x]
+    coefficients, rss = _nnls_relative(basis, y)
+    extra, residual_dof = len(levels) - 1, len(y) - n_coefficients
+    statistic = (pooled_rss - rss) / extra / max(rss / residual_dof, 1e-300)
+    if statistic <= stats.f.ppf(1 - FACTOR_TEST_ALPHA, extra, residual_dof):
+        return curve
+    slopes = coefficients[1 : 1 + len(levels)]
+    c1 = float(slopes.mean())
+    # c1 = 0: no growing work at any resolution; a factor of 1 keeps the curve flat
+    factors = tuple(
+        (int(level), float(slope / c1) if c1 > 0 else 1.0)
+        for level, slope in zip(levels, slopes, strict=True)
+    )
+    return Curve(float(coefficients[0]), c1, float(coefficients[-1]), factors)
+
+
+def _nnls_relative(basis: list[np.ndarray], seconds: np.ndarray) -> tuple[np.ndarray, float]:
+    """NNLS of ``seconds`` on ``basis`` in relative error: coefficients and the sum of
+    squared relative residuals."""
+    coefficients, norm = nnls(np.column_stack(basis) / seconds[:, None], np.ones_like(seconds))
+    return coefficients, float(norm**2)
+
+
+def _resolution_levels(x: np.ndarray, resolutions: Sequence[int] | None) -> list[int]:
+    """The resolutions that get their own slope: all of them when there are two or more
+    and each has two or more distinct pixel counts (a slope resting on one point would
+    only absorb its noise), else none."""
+    if resolutions is None:
+        return []
+    r = np.asarray(resolutions, dtype=int)
+    if len(r) != len(x):
+        raise ValueError(f"fit_curve got {len(r)} resolutions for {len(x)} points")
+    levels = sorted(int(level) for level in np.unique(r))
+    if len(levels) < 2 or any(len(np.unique(x[r == level])) < 2 for level in levels):
+        return []
+    return levels
 
 
 def load_profile(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
@@ -216,7 +312,7 @@ def fit_profile(frame: pd.DataFrame, mode: StepMode) -> ProfileFit:
         )
         raise ValueError(f"profile has no op=step rows in mode {mode!r}; it has {have}")
     step = {
-        (str(model), int(batch)): fit_curve(rows["pixels"], rows["seconds"])
+        (str(model), int(batch)): fit_curve(rows["pixels"], rows["seconds"], rows["resolution"])
         for (model, batch), rows in points.groupby(["model", "batch"])
     }
     graph = mode == "cuda_graph"
@@ -255,7 +351,8 @@ def fit_profile(frame: pd.DataFrame, mode: StepMode) -> ProfileFit:
 
 def held_out_errors(frame: pd.DataFrame, mode: StepMode) -> pd.DataFrame:
     """Leave-one-out error of the per-step fit: every measured point predicted by the
-    curve fitted to the other points of its (model, batch).
+    curve fitted to the other points of its (model, batch), at its resolution (its
+    ``f_R`` comes from the other patch sizes of that resolution).
 
     Columns: model, batch, resolution, patches, pixels, measured, predicted, fitted
     (the all-points fit), error (predicted / measured - 1), and interpolated (the
@@ -264,14 +361,14 @@ def held_out_errors(frame: pd.DataFrame, mode: StepMode) -> pd.DataFrame:
     points = step_points(frame, mode)
     rows = []
     for (model, batch), group in points.groupby(["model", "batch"]):
-        full = fit_curve(group["pixels"], group["seconds"])
+        full = fit_curve(group["pixels"], group["seconds"], group["resolution"])
         for index in group.index:
             rest = group.drop(index)
             held = group.loc[index]
             if len(rest) < 2:
                 continue
-            curve = fit_curve(rest["pixels"], rest["seconds"])
-            predicted = curve(held["pixels"])
+            curve = fit_curve(rest["pixels"], rest["seconds"], rest["resolution"])
+            predicted = curve(held["pixels"], int(held["resolution"]))
             rows.append(
                 {
                     "model": model,
@@ -281,7 +378,7 @@ def held_out_errors(frame: pd.DataFrame, mode: StepMode) -> pd.DataFrame:
                     "pixels": float(held["pixels"]),
                     "measured": float(held["seconds"]),
                     "predicted": float(predicted),
-                    "fitted": float(full(held["pixels"])),
+                    "fitted": float(full(held["pixels"], int(held["resolution"]))),
                     "error": float(predicted / held["seconds"] - 1.0),
                     "interpolated": bool(
                         rest["pixels"].min() <= held["pixels"] <= rest["pixels"].max()
@@ -404,7 +501,7 @@ class GpuLatency:
                 f"{self.gpu} ({self.source}) has no per-step fit for model {model!r} with "
                 f"batch {batch}; it has {sorted(self.step)}"
             )
-        return curve(resolution * resolution / patches)
+        return curve(resolution * resolution / patches, resolution)
 
     def decode_s(self, model: str, resolution: int) -> float:
         return self.decode[model](resolution * resolution)
@@ -504,9 +601,7 @@ class CalibratedLatency:
                 c0 = weights_target + (curve.c0 - weights_anchor) * scale.clock_ratio
             else:  # the whole fixed part is below one read of the weights: memory-bound
                 c0 = curve.c0 * weights_target / max(weights_anchor, 1e-12)
-            step[(model, batch)] = Curve(
-                c0, curve.c1 * scale.variable_factor, curve.c2 * scale.variable_factor
-            )
+            step[(model, batch)] = curve.scaled(c0, scale.variable_factor)
         decode = {
             model: Curve(*(c * scale.variable_factor for c in (curve.c0, curve.c1, curve.c2)))
             for model, curve in fit.decode.items()
@@ -530,8 +625,8 @@ class CalibratedLatency:
                 key = (str(row.model), int(row.batch))
                 if key not in compute_only.step:
                     continue
-                base = compute_only.step[key](row.pixels)
-                slope = memory_only.step[key](row.pixels) - base
+                base = compute_only.step[key](row.pixels, int(row.resolution))
+                slope = memory_only.step[key](row.pixels, int(row.resolution)) - base
                 numerator += (row.seconds - base) * slope / row.seconds**2
                 denominator += slope * slope / row.seconds**2
         if denominator == 0.0:
@@ -703,8 +798,10 @@ class CalibratedLatency:
                         "resolution": int(row.resolution),
                         "patches": int(row.patches),
                         "measured": float(row.seconds),
-                        "derived": fitted.step[key](row.pixels),
-                        "derived_compute_only": compute_only.step[key](row.pixels),
+                        "derived": fitted.step[key](row.pixels, int(row.resolution)),
+                        "derived_compute_only": compute_only.step[key](
+                            row.pixels, int(row.resolution)
+                        ),
                     }
                 )
         frame = pd.DataFrame(rows)

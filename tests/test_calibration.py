@@ -46,7 +46,8 @@ def synthetic_profile(curve: Curve, noise: float, seed: int = 0) -> pd.DataFrame
     rows = []
     for resolution in (512, 768, 1024, 1440):
         for patches in (1, 2, 4, 8):
-            seconds = curve(resolution**2 / patches) * (1 + noise * rng.standard_normal())
+            seconds = curve(resolution**2 / patches, resolution)
+            seconds *= 1 + noise * rng.standard_normal()
             rows.append(
                 {
                     "op": "step",
@@ -77,6 +78,63 @@ def test_fit_reproduces_a_synthetic_profile():
     assert error_summary(noisy)["loo_mean_abs_error"] < 0.03
 
 
+#: Per-resolution factors like the reference profiles' (their mean is 1).
+FACTORS = ((512, 0.85), (768, 1.05), (1024, 0.9), (1440, 1.2))
+
+
+def test_fit_reproduces_per_resolution_factors():
+    truth = Curve(0.007, 0.012, 0.018, FACTORS)
+    exact = synthetic_profile(truth, noise=0.0)
+    fit = calibration.fit_profile(exact, "cuda_graph").step[("sd15", 2)]
+    for got, want in zip((fit.c0, fit.c1, fit.c2), (truth.c0, truth.c1, truth.c2), strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+    assert [r for r, _ in fit.factors] == [512, 768, 1024, 1440]
+    for (_, got), (_, want) in zip(fit.factors, FACTORS, strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+    assert held_out_errors(exact, "cuda_graph")["error"].abs().max() < 1e-6
+    noisy = held_out_errors(synthetic_profile(truth, noise=0.02, seed=3), "cuda_graph")
+    assert noisy["error"].abs().max() < 0.10
+    # A resolution the fit has no factor for takes the typical one (1), as does a call
+    # without a resolution.
+    assert fit.factor(640) == 1.0 and fit(4e5) == fit(4e5, 640)
+    assert fit(4e5, 1440) > fit(4e5, 640) > fit(4e5, 512)
+
+
+def test_factors_need_evidence():
+    """The F-test keeps one slope when per-resolution slopes would only fit noise, and
+    too few points per resolution never get their own slope."""
+    no_effect = synthetic_profile(Curve(0.007, 0.012, 0.018), noise=0.05, seed=1)
+    assert calibration.fit_profile(no_effect, "cuda_graph").step[("sd15", 2)].factors == ()
+    effect = synthetic_profile(Curve(0.007, 0.012, 0.018, FACTORS), noise=0.01, seed=1)
+    assert len(calibration.fit_profile(effect, "cuda_graph").step[("sd15", 2)].factors) == 4
+    # one point per resolution, or a single resolution (SDXL): one slope
+    pixels, seconds = [1e5, 2e5, 4e5, 8e5], [0.010, 0.012, 0.016, 0.026]
+    assert fit_curve(pixels, seconds, [512, 768, 1024, 1440]).factors == ()
+    assert fit_curve(pixels, seconds, [1024] * 4) == fit_curve(pixels, seconds)
+    # two resolutions of two points each: 4 coefficients need more than 4 points
+    assert fit_curve(pixels, seconds, [512, 512, 1024, 1024]).factors == ()
+    with pytest.raises(ValueError, match="resolutions for"):
+        fit_curve(pixels, seconds, [512, 1024])
+
+
+def test_fit_is_monotone_along_every_patch_sweep(reference):
+    """More pixels per patch (fewer patches) of one resolution is never faster: in the
+    fitted curves of both GPUs, in any resolution, measured or not."""
+    for gpu in ("h200", "h100", "t4"):
+        latency = reference.gpu(gpu)
+        for (model, batch), curve in latency.step.items():
+            assert min(curve.c0, curve.c1, curve.c2) >= 0.0
+            assert all(factor >= 0.0 for _, factor in curve.factors)
+            for resolution in (512, 640, 768, 1024, 1440, 2048):
+                times = [latency.step_s(model, resolution, n, batch) for n in (16, 8, 4, 2, 1)]
+                assert (np.diff(times) >= 0).all(), (gpu, model, batch, resolution)
+    # the reference CUDA-graph profiles carry per-resolution factors for SD 1.x
+    curve = reference.gpu("h200").step[("sd15", 2)]
+    assert dict(curve.factors)[1440] > 1.1 > dict(curve.factors)[768] > 1.0
+    # a derived GPU type keeps the anchor's factors (ratios of the anchor's slopes)
+    assert reference.gpu("t4").step[("sd15", 2)].factors == curve.factors
+
+
 def test_fit_is_never_decreasing_even_on_decreasing_data():
     # Non-negative coefficients: more pixels per patch are never faster, whatever the data.
     pixels = np.array([1e5, 2e5, 4e5, 8e5])
@@ -96,12 +154,26 @@ def test_reference_profiles_held_out_error(reference):
         errors = held_out_errors(reference.frames[gpu], "cuda_graph")
         summary = error_summary(errors)
         assert summary["n_points"] == 38
-        assert summary["loo_mean_abs_error"] < 0.05, gpu
-        assert (errors["error"].abs() <= 0.10).mean() >= 0.9, gpu
-        interpolated = errors[errors["interpolated"]]
-        assert interpolated["error"].abs().max() < 0.12, gpu
-        # every measured point within 10% of the all-points fit
-        assert ((errors["fitted"] / errors["measured"] - 1).abs() < 0.10).all(), gpu
+        assert summary["loo_mean_abs_error"] < 0.025, gpu
+        # every interpolated held-out point within 5% (the issue's target: 10%)
+        assert summary["loo_interpolated_max_abs_error"] < 0.05, gpu
+        # extrapolated: only SDXL batch 1 at 1 patch (its largest point, predicted from
+        # patches 2-8 of the single resolution) misses by more than 10% (+10%, +20%)
+        outside = errors[errors["error"].abs() > 0.10]
+        missed = set(zip(outside.model, outside.batch, outside.patches, strict=True))
+        assert missed <= {("sdxl", 1, 1)}, gpu
+        assert not outside["interpolated"].any(), gpu
+        # every measured point within 3% of the all-points fit
+        assert ((errors["fitted"] / errors["measured"] - 1).abs() < 0.03).all(), gpu
+
+
+def test_eager_profiles_held_out_error_does_not_blow_up(reference):
+    """Eager steps are launch-bound (flat and noisy in the patch size); the F-test keeps
+    the per-resolution slopes from fitting that noise: the held-out error stays where
+    one slope has it."""
+    for gpu, bound in (("h200", 0.15), ("h100", 0.21)):
+        errors = held_out_errors(load_profile(H200 if gpu == "h200" else H100), "eager")
+        assert error_summary(errors)["loo_mean_abs_error"] < bound, gpu
 
 
 def test_load_profile_infers_the_mode_of_rows_without_one():
@@ -154,11 +226,12 @@ def test_catalogue_rows_are_sourced_and_device_names_match():
 
 def test_h100_derived_from_the_h200_matches_its_measurement(reference):
     """Same compute, 70% of the bandwidth: the datasheet scaling with the fitted
-    memory-bound share predicts every measured H100 point within 10%."""
+    memory-bound share (and the H200's per-resolution factors) predicts every measured
+    H100 point within 5% (3.5%; 9.3% with one slope for all resolutions)."""
     check = reference.derivation_check()
     assert set(check["gpu"]) == {"h100"} and len(check) == 38
-    assert check["error"].abs().max() < 0.10
-    assert check["error"].abs().mean() < 0.04
+    assert check["error"].abs().max() < 0.05
+    assert check["error"].abs().mean() < 0.02
     assert 0.0 < reference.memory_share < 0.5
     # The measured profile, not the derivation, is what the H100 uses.
     assert reference.gpu("h100").source.startswith("measured")

@@ -68,7 +68,12 @@ def steps_vs_patches(
                 label=f"{resolution} px",
             )
             dense = np.geomspace(measured["patches"].min(), measured["patches"].max(), 40)
-            ax.plot(dense, [curve(resolution**2 / p) * 1e3 for p in dense], "-", color=colour)
+            ax.plot(
+                dense,
+                [curve(resolution**2 / p, resolution) * 1e3 for p in dense],
+                "-",
+                color=colour,
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)

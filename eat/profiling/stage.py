@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -133,18 +132,24 @@ def decide_source(
 
 
 def fit_table(fit: calibration.ProfileFit) -> pd.DataFrame:
-    """The fitted curves of a profile, one row per (what, model, batch)."""
+    """The fitted curves of a profile, one row per (what, model, batch); a step curve's
+    per-resolution factors of its linear term are columns ``f_<resolution>``."""
     rows = [
-        {"what": "step", "model": model, "batch": batch, **asdict(curve)}
+        {"what": "step", "model": model, "batch": batch, **_curve_columns(curve)}
         for (model, batch), curve in sorted(fit.step.items())
     ]
     rows += [
-        {"what": "decode", "model": model, "batch": 1, **asdict(curve)}
+        {"what": "decode", "model": model, "batch": 1, **_curve_columns(curve)}
         for model, curve in sorted(fit.decode.items())
     ]
     return pd.DataFrame(rows).rename(
         columns={"c0": "t0_s", "c1": "a_s_per_mpx", "c2": "b_s_per_mpx2"}
     )
+
+
+def _curve_columns(curve: calibration.Curve) -> dict[str, float]:
+    factors = {f"f_{resolution}": factor for resolution, factor in curve.factors}
+    return {"c0": curve.c0, "c1": curve.c1, "c2": curve.c2, **factors}
 
 
 def profile_stage(
