@@ -650,6 +650,13 @@ class TestbedSection(_Strict):
     restart_timeout_s: PositiveFloat
     expected_restart_s: PositiveFloat
     """Predicted down time of a dead worker, for the schedulers."""
+    hang_factor: Annotated[float, Field(ge=1.0)]
+    """A gang with no result after max(hang_min_s, hang_factor x its predicted duration)
+    is hung: its unresponsive members (or, if all answer, the whole gang) are killed and
+    restarted by Ray, and the task is re-run."""
+    hang_min_s: PositiveFloat
+    ping_timeout_s: PositiveFloat
+    """How long a member of a late gang has to answer a ping before it counts as hung."""
     workload: TestbedWorkload
     profile: TestbedProfile
     load_test: TestbedLoadTest

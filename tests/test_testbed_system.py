@@ -6,6 +6,7 @@ fault test kills worker processes for real (SIGKILL of the actor's PID)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import io
 import json
@@ -236,6 +237,50 @@ def test_a_killed_worker_task_is_rerun_elsewhere_and_never_lost_or_duplicated(be
     assert states[0]["pid"] == pids_before[0]
     status = controller.status()
     assert status["pending"] == 0 and all(not s["down"] for s in status["servers"])
+
+
+def test_a_hung_worker_is_killed_restarted_and_its_task_rerun(bed):
+    """SIGSTOP a gang member mid-task (a live process that never answers): after the
+    hang timeout the controller kills it (only it: the leader still answers pings), Ray
+    restarts it, and the task completes once on other servers."""
+    import dataclasses
+
+    import ray
+
+    from eat.testbed.controller import Controller, TaskRequest
+
+    params, preset, workers = bed["params"], bed["preset"], bed["workers"]
+    pids_before = {s["server"]: s["pid"] for s in ray.get([w.ping.remote() for w in workers])}
+    # a tiny task takes well under a second here; 8 s is far above any healthy one
+    patient = dataclasses.replace(settings(params), hang_min_s=8.0, ping_timeout_s=2.0)
+    scheduler = ScriptedScheduler({0: ((0, 2), 8)})
+
+    async def scenario() -> tuple[Controller, float]:
+        controller = Controller(preset, workers, scheduler, patient)
+        first = controller.submit(TaskRequest("sd15", 128, PROMPTS[0], 60.0, seed=4))
+        await _until(lambda: _running_on(controller, 0) == (0, 2), poll=0.002)
+        stopped = time.monotonic()
+        os.kill(pids_before[2], signal.SIGSTOP)
+        try:
+            await asyncio.wait_for(first, 120)
+            waited = time.monotonic() - stopped
+            await _until(lambda: not controller.down, timeout=120)  # restarted
+        finally:  # never leave a stopped process behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids_before[2], signal.SIGKILL)
+        await controller.close()
+        return controller, waited
+
+    controller, waited = asyncio.run(scenario())
+    assert waited >= 8.0  # not before the hang timeout
+    frame = controller.records_frame().set_index("task_id")
+    assert list(frame.index) == [0]
+    assert frame.loc[0, "attempts"] == 2 and "2" not in frame.loc[0, "servers"].split(",")
+    failures = controller.failures_frame()
+    assert failures["dead"].tolist() == ["2"] and not failures["final"].any()
+    assert failures["error"].iloc[0].startswith("hung")
+    states = {s["server"]: s for s in ray.get([w.ping.remote() for w in workers])}
+    assert states[2]["pid"] != pids_before[2] and states[0]["pid"] == pids_before[0]
 
 
 def _running_on(controller, task_id: int) -> tuple[int, ...] | None:

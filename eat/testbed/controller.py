@@ -24,8 +24,13 @@ an open system does not know its future arrivals.
 waits (``None``) is asked again at the next real event, or at the shadow's next
 predicted event if that comes first.
 
-**Faults.** A gang fails when its leader's process dies (``RayActorError``) or a member
-dies (:class:`~eat.testbed.worker.GangMemberFailed`). The controller then puts the
+**Faults.** A gang fails when its leader's process dies (``RayActorError``), a member
+dies (:class:`~eat.testbed.worker.GangMemberFailed`), or it hangs: no result after
+``max(hang_min_s, hang_factor x`` its predicted duration``)``. A hung gang's members are
+pinged (pings run in the workers' control concurrency group, so a busy but live worker
+answers); those that do not answer within ``ping_timeout_s`` are killed with
+``ray.kill(no_restart=False)``, or the whole gang if every member answers (a live but
+stuck gang: its state is unknown, so none of it is trusted). The controller then puts the
 task back in the shadow's queue (``requeue``), takes the dead servers out of service
 (``set_server_down``) until Ray has restarted them and they answer a ping
 (``set_server_up``, with an empty cache), and the scheduler re-runs the task on the
@@ -146,8 +151,18 @@ class ControllerSettings:
     """How long a dead worker may take to answer again before it stays out of service."""
     expected_restart_s: float
     """Predicted down time of a dead worker (what schedulers read as its busy_until)."""
+    hang_factor: float = 20.0
+    hang_min_s: float = 120.0
+    """A gang is hung with no result after max(hang_min_s, hang_factor x predicted)."""
+    ping_timeout_s: float = 5.0
+    """A hung gang's member that does not answer a ping within this is killed."""
     return_images: bool = True
     clock: Callable[[], float] = field(default=time.monotonic)
+
+
+async def _awaited(ref: Any) -> Any:
+    """A coroutine awaiting a Ray ObjectRef (what ``asyncio.wait_for`` can cancel)."""
+    return await ref
 
 
 def task_seed(seed: int, task_id: int) -> int:
@@ -343,8 +358,13 @@ class Controller:
     # ------------------------------------------------------------------ completions
     async def _await_gang(self, spec: TaskSpec, ref: Any) -> None:
         ray = require("ray")
+        outcome = self._pending[spec.task_id].outcome
+        predicted = outcome.finish - outcome.start
+        patience = max(self.settings.hang_min_s, self.settings.hang_factor * predicted)
         try:
-            result: GangResult = await ref
+            result: GangResult = await asyncio.wait_for(_awaited(ref), patience)
+        except TimeoutError:
+            await self._gang_hung(spec, patience, predicted)
         except ray.exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None)
             if isinstance(cause, GangMemberFailed):
@@ -466,6 +486,31 @@ class Controller:
         if final:
             self._give_up(spec.task_id, f"failed {pending.attempts} times: {message}")
         self._decide()
+
+    async def _gang_hung(self, spec: TaskSpec, patience: float, predicted: float) -> None:
+        """No result in time: kill the members that do not answer (or the whole gang)."""
+        ray = require("ray")
+        answers = await asyncio.gather(
+            *(
+                asyncio.wait_for(self._ping(server), self.settings.ping_timeout_s)
+                for server in spec.servers
+            ),
+            return_exceptions=True,
+        )
+        silent = [
+            server
+            for server, answer in zip(spec.servers, answers, strict=True)
+            if isinstance(answer, BaseException)
+        ]
+        dead = silent or list(spec.servers)
+        for server in dead:
+            ray.kill(self.workers[server], no_restart=False)  # Ray restarts it
+        self._gang_failed(
+            spec,
+            dead,
+            f"hung: no result {patience:.1f} s after dispatch (predicted {predicted:.2f} s); "
+            f"not answering a ping: {silent or 'none, the whole gang is restarted'}",
+        )
 
     def _task_error(self, spec: TaskSpec, error: BaseException) -> None:
         """An error inside the task (not a dead process): fail it, never retry silently."""

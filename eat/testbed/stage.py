@@ -303,6 +303,9 @@ def controller_settings(section: TestbedSection, return_images: bool = True) -> 
         max_attempts=section.max_attempts,
         restart_timeout_s=section.restart_timeout_s,
         expected_restart_s=section.expected_restart_s,
+        hang_factor=section.hang_factor,
+        hang_min_s=section.hang_min_s,
+        ping_timeout_s=section.ping_timeout_s,
         return_images=return_images,
     )
 
