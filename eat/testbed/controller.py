@@ -151,10 +151,10 @@ class ControllerSettings:
     """How long a dead worker may take to answer again before it stays out of service."""
     expected_restart_s: float
     """Predicted down time of a dead worker (what schedulers read as its busy_until)."""
-    hang_factor: float = 20.0
-    hang_min_s: float = 120.0
+    hang_factor: float
+    hang_min_s: float
     """A gang is hung with no result after max(hang_min_s, hang_factor x predicted)."""
-    ping_timeout_s: float = 5.0
+    ping_timeout_s: float
     """A hung gang's member that does not answer a ping within this is killed."""
     return_images: bool = True
     clock: Callable[[], float] = field(default=time.monotonic)
