@@ -167,27 +167,32 @@ def test_ddpm_schedule_and_step_shapes():
         scheduler.set_timesteps(5)
 
 
-@pytest.mark.parametrize("encoder", ["attention", "mlp"])
-@pytest.mark.parametrize("steps", [1, 10])
-def test_diffusion_actor_log_probs_finite_and_deterministic_mode(paper, encoder, steps):
-    env, obs, info = observation(paper)
-    obs_t = torch.as_tensor(obs).unsqueeze(0).repeat(5, 1, 1)
-    mask = torch.as_tensor(info["action_mask"], dtype=torch.float32).unsqueeze(0).repeat(5, 1)
-    actor = make_actor(
-        "diffusion",
+def small_actor(env, obs, actor, encoder, *, layers: int = 1, denoising_steps: int = 1):
+    """A width-16 actor for ``env``'s observation and action shapes."""
+    return make_actor(
+        actor,
         encoder,
         obs.shape[0],
         obs.shape[1],
         env.action_space.shape[0],
         width=16,
         heads=2,
-        layers=1,
+        layers=layers,
         hidden=16,
-        denoising_steps=steps,
+        denoising_steps=denoising_steps,
         beta_schedule="linear",
         beta_start=1e-4,
         beta_end=2e-2,
     )
+
+
+@pytest.mark.parametrize("encoder", ["attention", "mlp"])
+@pytest.mark.parametrize("steps", [1, 10])
+def test_diffusion_actor_log_probs_finite_and_deterministic_mode(paper, encoder, steps):
+    env, obs, info = observation(paper)
+    obs_t = torch.as_tensor(obs).unsqueeze(0).repeat(5, 1, 1)
+    mask = torch.as_tensor(info["action_mask"], dtype=torch.float32).unsqueeze(0).repeat(5, 1)
+    actor = small_actor(env, obs, "diffusion", encoder, denoising_steps=steps)
     out = actor(obs_t, mask)
     assert out.action.shape == (5, env.action_space.shape[0])
     assert torch.all(out.action.abs() <= 1) and torch.all(torch.isfinite(out.log_prob))
@@ -207,21 +212,7 @@ def test_diffusion_actor_log_probs_finite_and_deterministic_mode(paper, encoder,
 
 def test_log_prob_ignores_masked_slots(paper):
     env, obs, _info = observation(paper)
-    actor = make_actor(
-        "gaussian",
-        "attention",
-        obs.shape[0],
-        obs.shape[1],
-        env.action_space.shape[0],
-        width=16,
-        heads=2,
-        layers=1,
-        hidden=16,
-        denoising_steps=1,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=2e-2,
-    )
+    actor = small_actor(env, obs, "gaussian", "attention")
     obs_t = torch.as_tensor(obs).unsqueeze(0)
     ones = torch.ones(1, env.action_space.shape[0])
     zeros = torch.zeros_like(ones)
@@ -255,21 +246,7 @@ def permuted(obs: np.ndarray, window: int, perm: list[int]) -> np.ndarray:
 def test_attention_actor_is_permutation_equivariant_over_servers(edge, actor_kind):
     env, obs, _info = observation(edge, rate=1.0)
     window, servers = edge.queue_window, edge.n_servers
-    actor = make_actor(
-        actor_kind,
-        "attention",
-        obs.shape[0],
-        obs.shape[1],
-        env.action_space.shape[0],
-        width=16,
-        heads=2,
-        layers=2,
-        hidden=16,
-        denoising_steps=3,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=2e-2,
-    ).eval()
+    actor = small_actor(env, obs, actor_kind, "attention", layers=2, denoising_steps=3).eval()
     perm = list(np.random.default_rng(0).permutation(servers))
     with torch.no_grad():
         a = actor(torch.as_tensor(obs)[None], None, deterministic=True).action[0]
