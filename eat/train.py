@@ -199,10 +199,9 @@ class Progress:
 
 def validate(actor: torch.nn.Module, spec: RunSpec, device: str) -> dict[str, float]:
     """Deterministic episodes on the validation seeds at every training rate."""
+    was_training = actor.training  # before RLScheduler, which puts the actor in eval mode
     scheduler = RLScheduler(actor, spec.agent, device)
     rewards, latencies, qualities = [], [], []
-    was_training = actor.training
-    actor.eval()
     for rate in spec.rates:
         for seed in spec.validation_seeds:
             tasks = run_episode(spec.preset, scheduler, rate, seed).tasks

@@ -330,6 +330,19 @@ def test_resume_after_interruption_equals_uninterrupted(params, tmp_path):
     assert straight.curves[columns].equals(resumed.curves[columns])
 
 
+def test_validation_leaves_the_actor_in_training_mode(params, paper):
+    # An actor left in eval mode after validation trains on other numerics (the
+    # attention fast path) than one restored from a checkpoint: resume would diverge.
+    spec = tiny_spec(params)
+    env, obs, _ = observation(paper)
+    actor = small_actor(env, obs, "diffusion", "attention")
+    validate(actor, spec, "cpu")
+    assert actor.training
+    actor.eval()
+    validate(actor, spec, "cpu")
+    assert not actor.training
+
+
 def test_short_training_improves_on_the_initial_policy(params, trained_paper):
     spec = trained_paper.spec
     from eat.agents.rl.agent import build_actor
