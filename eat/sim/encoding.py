@@ -11,11 +11,13 @@ Task token columns: 0-2 type, 3 present, 4 waiting time / tau, 5 time to deadlin
 (clipped to [-10, 10]; 0 without a deadline), 6 has a deadline, 7 pixels / 1024^2,
 8 fixed gang size / 8 (0 when the scheduler chooses), 9 dispatchable now, 10 cold
 start the task would pay on the best free gang now / tau, 11 nominal warm service
-time / tau, then a one-hot of its model.
+time / tau, 12 position in the queue / window (0 = oldest: tasks that arrived together,
+such as the paper preset's initial burst, have equal waiting times, and first-come
+first-served needs their order), then a one-hot of its model.
 
 Server token columns: 0-2 type, 3 present, 4 remaining busy time / tau, 5 speed
 relative to the profiled GPU, 6 memory / 80 GB, 7 free now, 8 size of its warm
-group / 8 (paper), 9 whole warm group free (paper), 10-11 zero, then per model 1 if
+group / 8 (paper), 9 whole warm group free (paper), 10-12 zero, then per model 1 if
 it is resident (edge) or the server is in a warm group (paper).
 
 Global token columns: 0-2 type, 3 present, 4 current time / tau (time since the
@@ -43,7 +45,7 @@ import numpy as np
 
 from eat.sim.simulator import Dispatch, Simulator
 
-N_FEATURES = 12
+N_FEATURES = 13
 TYPE_TASK, TYPE_SERVER, TYPE_GLOBAL = 0, 1, 2
 SLACK_CLIP = 10.0
 ACTION_GATE, ACTION_STEPS, ACTION_GANG = 0, 1, 2
@@ -105,6 +107,7 @@ class Encoder:
             token[9] = float(dispatchable)
             token[10] = self._cold_start_now(task) / tau if dispatchable else 0.0
             token[11] = self._nominal(task.model, task.resolution) / tau
+            token[12] = row / self.window
             token[N_FEATURES + self.model_index[task.model]] = 1.0
         base = self.window
         paper = sim.kind == "paper"

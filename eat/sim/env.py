@@ -36,7 +36,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     the meaning of invalid choices are documented in :mod:`eat.sim.encoding`.
 
     ## Observation Space
-    ``Box(-10, 1e6, (queue_window + n_servers + 1, 12 + n_models), float32)``: one
+    ``Box(-10, 1e6, (queue_window + n_servers + 1, 13 + n_models), float32)``: one
     token per task slot, per server and one global token, all with the same columns
     (see :mod:`eat.sim.encoding` for the table). Times are relative (waiting time,
     time to deadline, remaining busy time, time since the episode start) and divided
@@ -44,8 +44,8 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
 
     | token | columns |
     |---|---|
-    | task | type, present, waiting/tau, to-deadline/tau, has deadline, Mpixels, fixed gang/8, dispatchable, cold start now/tau, nominal service/tau, model one-hot |
-    | server | type, present, busy remaining/tau, speed, memory/80 GB, free, warm group size/8, group free, 0, 0, resident models |
+    | task | type, present, waiting/tau, to-deadline/tau, has deadline, Mpixels, fixed gang/8, dispatchable, cold start now/tau, nominal service/tau, queue position/window, model one-hot |
+    | server | type, present, busy remaining/tau, speed, memory/80 GB, free, warm group size/8, group free, 0, 0, 0, resident models |
     | global | type, present, now/tau, queue/window, share not yet arrived, free servers share |
 
     ## Rewards
