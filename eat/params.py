@@ -528,7 +528,7 @@ class TrainSection(_Strict):
     # demonstrations
     init: Literal["scratch", "bc"]
     demo_episodes: dict[PresetName, Annotated[int, Field(ge=0)]]
-    bc_updates: Annotated[int, Field(ge=0)]
+    bc_updates: dict[PresetName, Annotated[int, Field(ge=0)]]
     bc_learning_rate: PositiveFloat
     critic_warmup_updates: Annotated[int, Field(ge=0)]
     bc_weight: NonNegativeFloat
@@ -540,7 +540,14 @@ class TrainSection(_Strict):
             raise ValueError(f"beta_end ({self.beta_end}) < beta_start ({self.beta_start})")
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
-        for key in ("discount_time_s", "total_steps", "eval_every", "demo_episodes", "teacher"):
+        for key in (
+            "discount_time_s",
+            "total_steps",
+            "eval_every",
+            "demo_episodes",
+            "bc_updates",
+            "teacher",
+        ):
             missing = [p for p in self.presets if p not in getattr(self, key)]
             if missing:
                 raise ValueError(f"{key} has no value for preset(s) {missing}")

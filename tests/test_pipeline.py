@@ -70,7 +70,7 @@ def tiny_params() -> dict:
         total_steps={"paper": 24, "edge": 24},
         eval_every={"paper": 24, "edge": 24},
         demo_episodes={"paper": 1, "edge": 1},
-        bc_updates=4,
+        bc_updates={"paper": 4, "edge": 4},
         critic_warmup_updates=2,
         learning_starts=8,
         num_cpus=2,
