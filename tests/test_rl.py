@@ -441,9 +441,14 @@ def test_ray_matrix_trains_in_parallel_and_writes_models(params, tmp_path):
 def test_train_entry_point_smoke(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"].update(
-        {k: v for k, v in TINY.items() if k not in ("total_steps", "eval_every", "demo_episodes")}
+        {
+            k: v
+            for k, v in TINY.items()
+            if k not in ("total_steps", "eval_every", "demo_episodes", "bc_updates")
+        }
     )
     raw["train"].update(
+        bc_updates={"paper": 40, "edge": 40},
         total_steps={"paper": 40, "edge": 40},
         eval_every={"paper": 40, "edge": 40},
         demo_episodes={"paper": 2, "edge": 1},
