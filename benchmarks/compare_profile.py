@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eat import calibration
-from eat.eval import profile_figures
+from eat.latency import figures as profile_figures
+from eat.latency.calibration import CalibratedLatency, read_architecture_table
+from eat.latency.catalogue import GpuCatalogue
+from eat.latency.fit import error_summary, held_out_errors, load_profile, step_points
 
 REFERENCES = {
     "h200": [
@@ -39,8 +41,8 @@ def step_ratios(profile: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Per-step time of ``profile`` over ``reference`` on the points both measured."""
     frames = []
     for mode in ("cuda_graph", "eager"):
-        ours = calibration.step_points(profile, mode)
-        theirs = calibration.step_points(reference, mode)
+        ours = step_points(profile, mode)
+        theirs = step_points(reference, mode)
         if ours.empty or theirs.empty:
             continue
         both = ours.merge(theirs, on=[*KEYS, "pixels"], suffixes=("", "_reference"))
@@ -85,9 +87,9 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
 
 
 def compare(profile_path: Path, out: Path, figures: Path, metadata_path: Path | None) -> float:
-    profile = calibration.load_profile(profile_path)
+    profile = load_profile(profile_path)
     device = str(profile["device"].dropna().iloc[0])
-    catalogue = calibration.GpuCatalogue.load()
+    catalogue = GpuCatalogue.load()
     gpu = catalogue.match(device)
     metadata = json.loads(metadata_path.read_text()) if metadata_path else {}
     figures.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def compare(profile_path: Path, out: Path, figures: Path, metadata_path: Path | 
     headline = float("nan")
     comparisons = ["h200"] + ([gpu] if gpu in REFERENCES and gpu != "h200" else [])
     for name in comparisons:
-        reference = calibration.load_profile(REFERENCES[name])
+        reference = load_profile(REFERENCES[name])
         ratios = step_ratios(profile, reference)
         lines += [f"## Per-step time against the shipped {name.upper()} profile", ""]
         if ratios.empty:
@@ -156,21 +158,21 @@ def compare(profile_path: Path, out: Path, figures: Path, metadata_path: Path | 
     lines += ["## Fit of this profile (leave-one-out)", ""]
     rows = []
     for mode in ("cuda_graph", "eager"):
-        if calibration.step_points(profile, mode).empty:
+        if step_points(profile, mode).empty:
             continue
-        summary = calibration.error_summary(calibration.held_out_errors(profile, mode))
+        summary = error_summary(held_out_errors(profile, mode))
         rows.append({"mode": mode, **summary})
     if rows:
         lines += [markdown_table(pd.DataFrame(rows)), ""]
-    if gpu is not None and not calibration.step_points(profile, "cuda_graph").empty:
-        model = calibration.CalibratedLatency(
+    if gpu is not None and not step_points(profile, "cuda_graph").empty:
+        model = CalibratedLatency(
             catalogue,
-            {"h200": calibration.load_profile(REFERENCES["h200"]), gpu: profile}
+            {"h200": load_profile(REFERENCES["h200"]), gpu: profile}
             if gpu != "h200"
             else {"h200": profile},
             "h200",
             "cuda_graph",
-            calibration.exchange_table(),
+            read_architecture_table(),
         )
         check = model.derivation_check()
         if not check.empty:
@@ -187,7 +189,7 @@ def compare(profile_path: Path, out: Path, figures: Path, metadata_path: Path | 
                 ),
                 "",
             ]
-    mode = "cuda_graph" if not calibration.step_points(profile, "cuda_graph").empty else "eager"
+    mode = "cuda_graph" if not step_points(profile, "cuda_graph").empty else "eager"
     profile_figures.steps_vs_patches(profile, mode, title=device, path=figures / "steps.png")
     profile_figures.speedup_vs_ideal(profile, mode, title=device, path=figures / "speedup.png")
     lines += [

@@ -1,7 +1,7 @@
 """Time per scheduling decision of every learned agent (and the heuristics), one CPU thread.
 
-Each agent decides through the :class:`~eat.agents.Scheduler` interface inside
-:func:`eat.eval.runner.run_episode`, so a decision includes building the observation
+Each agent decides through the :class:`~eat.schedulers.Scheduler` interface inside
+:func:`eat.evaluation.runner.run_episode`, so a decision includes building the observation
 (``Encoder.observe``), the actor's deterministic forward pass (for the diffusion actors
 the whole reverse chain) and decoding. Networks come from the trained models in
 ``--models`` when they exist, else they are built from ``params.yaml`` with fresh
@@ -23,14 +23,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
-from eat.agents import make_scheduler
-from eat.agents.rl import AGENTS
-from eat.agents.rl.agent import RLScheduler, build_actor, load_scheduler
-from eat.eval.runner import run_episode
+from eat.evaluation.runner import run_episode
 from eat.params import load_params
+from eat.schedulers import make_scheduler
+from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl.agent import RLScheduler, build_actor, load_scheduler
 from eat.sim.encoding import Encoder
 from eat.sim.simulator import Simulator
-from eat.train import sac_config
+from eat.training.loop import sac_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from eat.agents import make_scheduler
-from eat.eval.runner import run_episode
+from eat.evaluation.runner import run_episode
 from eat.params import load_params, repo_params_path
+from eat.schedulers import make_scheduler
 from eat.sim.encoding import N_GLOBAL_ACTIONS
 from eat.sim.env import EdgeClusterEnv
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from eat.profiling.profiler import library_versions, time_call
     from eat.testbed import cluster
     from eat.testbed.engine import GenerationRequest, encode_prompt, row_bands
-    from eat.testbed.models import folder_bytes, load_model, prepare_model_folder
+    from eat.testbed.models import load_model, prepare_model_folder, weight_file_bytes
     from eat.testbed.worker import ModelSource, TaskSpec, WorkerConfig
 
     began = time.perf_counter()
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = prepare_model_folder(
                 Path(args.model_root), model, size, seed=0, scheduler="ddim", dtype=args.dtype
             )
-    nbytes = folder_bytes(folder)
+    nbytes = weight_file_bytes(folder)
     # 2. profile the exact UNet calls
     loaded = load_model(model, folder, device=device, dtype=args.dtype, scheduler="ddim")
     gpus = torch.cuda.device_count() if device == "cuda" else 2

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from eat.params import validate_params
-    from eat.testbed.stage import build_testbed, run_load_test_stage
+    from eat.testbed.bed import build_testbed, run_load_test_stage
 
     raw = yaml.safe_load(Path(args.params).read_text())
     raw["testbed"]["load_test"].update(

@@ -1,4 +1,11 @@
-"""Command line: the pipeline's steps without notebooks (``eat ...`` or ``python -m eat``)."""
+"""Command line: every stage of the pipeline without notebooks (``eat ...`` or
+``python -m eat ...``), one subcommand per stage, and a few tools around them.
+
+Each stage subcommand runs the same ``run(params, paths)`` as its notebook
+(:mod:`eat.stages`), with the paths of :class:`eat.stages.paths.Paths` under ``--root``.
+Stage modules are imported on use, so ``check-params`` stays fast and ``profile`` needs
+neither the simulator nor the schedulers.
+"""
 
 from __future__ import annotations
 
@@ -9,97 +16,152 @@ from pathlib import Path
 
 from eat.params import ParamsError, load_params
 
+STAGE_COMMANDS = {
+    "profile": "profile this machine's device and decide the edge preset's latency source",
+    "build-env": "build, check and describe every selected preset",
+    "train": "train the learned agents (every run of params.train, or one with --agent)",
+    "evaluate": "evaluate every scheduler over every preset's rate sweep",
+    "testbed": "run the workload on the real testbed and in the simulator",
+}
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eat", description=__doc__)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="parameters file")
+    parser.add_argument(
+        "--root", default=".", type=Path, help="folder the pipeline's outputs go under"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check-params", help="validate the parameters file and exit")
-    profile = commands.add_parser(
-        "profile", help="profile this machine's device and decide the edge latency source"
+    reference = commands.add_parser(
+        "params", help="print the parameter reference (every key: type, range, value, doc)"
     )
-    profile.add_argument("--out", default="reports/profile", type=Path)
-    profile.add_argument("--decision", default="reports/latency_source.json", type=Path)
-    profile.add_argument("--summary", default="reports/profile_summary.json", type=Path)
-    build = commands.add_parser("build-env", help="build and describe every selected preset")
-    build.add_argument("--out", default="reports/env", type=Path)
-    build.add_argument("--summary", default="reports/env_summary.json", type=Path)
-    evaluate = commands.add_parser("evaluate", help="evaluate every scheduler over the sweeps")
-    evaluate.add_argument("--out", default="reports/eval", type=Path)
-    evaluate.add_argument("--metrics", default="reports/metrics.json", type=Path)
-    evaluate.add_argument("--no-progress", action="store_true")
-    testbed = commands.add_parser(
-        "testbed", help="run the workload on the real testbed and in the simulator"
-    )
-    testbed.add_argument("--out", default="reports/testbed", type=Path)
-    testbed.add_argument("--metrics", default="reports/testbed_metrics.json", type=Path)
-    testbed.add_argument("--models", default="models", type=Path, help="trained agents")
+    reference.add_argument("--markdown", action="store_true", help="as docs/parameters.md")
+    for name, text in STAGE_COMMANDS.items():
+        command = commands.add_parser(name, help=text)
+        if name in ("train", "evaluate"):
+            command.add_argument("--no-progress", action="store_true")
+        if name == "train":
+            command.add_argument("--agent", help="train only the runs of this agent (or variant)")
+            command.add_argument("--preset", help="with --agent: only this preset")
+            command.add_argument("--seed", type=int, help="with --agent: only this seed")
     serve = commands.add_parser(
         "testbed-serve", help="serve text-to-image requests over HTTP on the testbed"
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", default=8000, type=int)
     serve.add_argument("--scheduler", default="eft")
-    serve.add_argument("--work-dir", default="reports/testbed-serve", type=Path)
-    serve.add_argument("--models", default="models", type=Path, help="trained agents")
+    serve.add_argument("--work-dir", default="artifacts/testbed-serve", type=Path)
     summary = commands.add_parser("summary", help="print mean latency and quality per rate")
-    summary.add_argument("--aggregate", default="reports/eval/aggregate.csv", type=Path)
-    args = parser.parse_args(argv)
+    summary.add_argument(
+        "--aggregate", type=Path, help="aggregate.csv (default: the evaluate stage's)"
+    )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "params":
+        from eat.reference import parameter_reference
+
+        print(parameter_reference(markdown=args.markdown), end="")
+        return 0
     try:
         params = load_params(args.params)
     except (ParamsError, FileNotFoundError) as error:
         print(f"eat: {error}", file=sys.stderr)
         return 2
 
-    # Imported here so that check-params stays fast and light.
-    from eat import pipeline
+    from eat.stages.paths import Paths
 
+    paths = Paths(args.root)
     if args.command == "check-params":
         print(f"{args.params}: valid")
     elif args.command == "profile":
-        pipeline.setup_logging(args.out / "profile.log")
-        summary = pipeline.profile(params, args.out, args.decision)
-        pipeline.write_metrics(summary, args.summary)
-        print(json.dumps(summary, indent=2))
-    elif args.command == "build-env":
-        pipeline.setup_logging(args.out / "build_env.log")
-        summary = pipeline.build_env(params, args.out)
-        pipeline.write_metrics(summary, args.summary)
-        print(json.dumps(summary, indent=2))
-    elif args.command == "evaluate":
-        pipeline.setup_logging(args.out / "evaluate.log")
-        metrics = pipeline.evaluate(params, args.out, progress=not args.no_progress)
-        pipeline.write_metrics(metrics, args.metrics)
-        print(f"wrote {len(metrics)} metric entries to {args.metrics}")
-    elif args.command == "testbed":
-        from eat.testbed import stage
+        from eat.stages import profile
 
-        pipeline.setup_logging(args.out / "testbed.log")
-        metrics = stage.run_stage(params, args.out, models_dir=args.models)
-        stage.write_metrics(metrics, args.metrics)
+        print(json.dumps(profile.run(params, paths), indent=2))
+    elif args.command == "build-env":
+        from eat.stages import build_env
+
+        print(json.dumps(build_env.run(params, paths), indent=2))
+    elif args.command == "train":
+        return _train(params, paths, args)
+    elif args.command == "evaluate":
+        from eat.stages import evaluate
+
+        metrics = evaluate.run(params, paths, progress=not args.no_progress)
+        print(f"wrote {len(metrics)} metric entries to {paths.evaluate.metrics}")
+    elif args.command == "testbed":
+        from eat.stages import testbed
+
+        metrics = testbed.run(params, paths)
         print(json.dumps(metrics["schedulers"], indent=2))
     elif args.command == "testbed-serve":
-        from eat.testbed import stage
+        from eat.stages.common import setup_logging
+        from eat.testbed.bed import serve
 
-        pipeline.setup_logging(args.work_dir / "serve.log")
-        stage.serve(
+        setup_logging(args.work_dir / "serve.log")
+        serve(
             params,
             args.work_dir,
             scheduler=args.scheduler,
             host=args.host,
             port=args.port,
-            models_dir=args.models,
+            models_dir=paths.models,
         )
     elif args.command == "summary":
         import pandas as pd
 
-        aggregated = pd.read_csv(args.aggregate)
+        from eat.evaluation.metrics import summary_table
+
+        aggregated = pd.read_csv(args.aggregate or paths.evaluate.results / "aggregate.csv")
         with pd.option_context("display.width", 200, "display.max_columns", None):
             for preset in aggregated["preset"].unique():
                 for metric in ("latency_mean", "quality_mean"):
                     print(f"\n{preset}: {metric} [95% CI] by arrival rate (tasks/s)")
-                    print(pipeline.summary_table(aggregated, preset, metric).to_string())
+                    print(summary_table(aggregated, preset, metric).to_string())
+    return 0
+
+
+def _train(params, paths, args: argparse.Namespace) -> int:
+    """``eat train``: the whole stage, or the runs of one agent (a preset, a seed)."""
+    if args.agent is None:
+        if args.preset is not None or args.seed is not None:
+            print("eat train: --preset and --seed need --agent", file=sys.stderr)
+            return 2
+        from eat.stages import train
+
+        summary = train.run(params, paths, progress=not args.no_progress)
+        print(f"{summary['runs']} runs in {summary['wall_s']:.0f} s")
+        return 0
+    from eat.stages.common import setup_logging
+    from eat.training.loop import resolve_runs, train_run, write_run
+
+    specs = [
+        spec
+        for spec in resolve_runs(params)
+        if spec.agent == args.agent
+        and (args.preset is None or spec.preset_name == args.preset)
+        and (args.seed is None or spec.config.seed == args.seed)
+    ]
+    if not specs:
+        known = sorted({(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_runs(params)})
+        print(
+            f"eat train: no run matches agent={args.agent} preset={args.preset} "
+            f"seed={args.seed}; the runs of params.train are (agent, preset, seed) {known}",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(paths.train.artifacts / "single_runs.log")
+    for spec in specs:
+        result = train_run(
+            spec,
+            checkpoint_dir=paths.models / "_resume" / spec.relative_dir,
+            progress_bar=not args.no_progress,
+        )
+        directory = write_run(result, paths.models)
+        print(json.dumps(result.summary, indent=2), f"-> {directory}")
     return 0
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 PresetName = Literal["paper", "edge"]
 HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
 AgentName = Literal["eat", "d2sac", "sac"]
-"""Learned agents (``eat.agents.rl.AGENTS``); evaluated from the ``train`` stage's models."""
+"""Learned agents (``eat.schedulers.rl.AGENTS``); evaluated from the ``train`` stage's models."""
 SchedulerName = Literal[
     "random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf", "eat", "d2sac", "sac"
 ]
@@ -33,7 +33,8 @@ class ParamsError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Field docstrings become descriptions: the parameter reference is generated from them.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # ---------------------------------------------------------------------------
@@ -475,13 +476,138 @@ class AblationSpec(_Strict):
     variants: dict[str, AblationVariant] = Field(min_length=1)
 
 
-class TrainSection(_Strict):
-    """The ``train`` stage: learned agents (``eat.agents.rl``), SAC hyperparameters
-    (field names as :class:`eat.agents.rl.sac.SACConfig`) and how runs are executed.
-    Keys given per preset (``{paper: ..., edge: ...}``) are resolved per run."""
+EncoderKind = Literal["attention", "mlp"]
+ActorKind = Literal["diffusion", "gaussian"]
+
+
+class SACConfig(_Strict):
+    """Every hyperparameter of one training run, resolved for one agent and preset.
+
+    The ``train`` section of ``params.yaml`` carries the same keys (any of them as one
+    value, or ``{paper: ..., edge: ...}`` per preset; ``encoder`` and ``actor`` come from
+    the agent, :data:`eat.schedulers.rl.AGENTS`); :mod:`eat.schedulers.rl.sac` trains
+    with it and every checkpoint saves it."""
+
+    # --- what is trained
+    encoder: EncoderKind
+    """``attention`` (per-token actions, any cluster size) or ``mlp`` (flat)."""
+    actor: ActorKind
+    """``diffusion`` (DDPM chain + Gaussian head) or ``gaussian`` (plain SAC head)."""
+    width: PositiveInt
+    """Attention: token embedding width; MLP encoder: its hidden width is twice this."""
+    heads: PositiveInt
+    """Attention heads per transformer block (``width`` must be divisible by it)."""
+    layers: PositiveInt
+    """Transformer blocks of the attention encoder."""
+    hidden: PositiveInt
+    """Hidden width of the actor heads, the denoiser and the critic MLPs."""
+    denoising_steps: PositiveInt
+    """Steps K of the diffusion actor's DDPM reverse chain (reference: 10)."""
+    beta_schedule: Literal["linear", "cosine", "vp"]
+    """Noise schedule of the chain (reference: linear)."""
+    beta_start: Annotated[float, Field(gt=0, lt=1)]
+    """First beta of the noise schedule."""
+    beta_end: Annotated[float, Field(gt=0, lt=1)]
+    """Last beta of the noise schedule (>= beta_start)."""
+    # --- SAC
+    gamma: Annotated[float, Field(gt=0, le=1)]
+    """Discount per ``discount_time_s`` of simulated time."""
+    discount_time_s: PositiveFloat
+    """Simulated seconds over which rewards are discounted by ``gamma``."""
+    n_step: PositiveInt
+    """Rewards summed before bootstrapping (reference: 3)."""
+    tau: Annotated[float, Field(gt=0, le=1)]
+    """Polyak rate of the target critics."""
+    batch_size: PositiveInt
+    """Transitions per gradient step."""
+    buffer_size: PositiveInt
+    """Capacity of the replay buffer (transitions)."""
+    learning_rate: PositiveFloat
+    """Adam step size of actor, critics and temperature."""
+    entropy: Literal["fixed", "learned"]
+    """``fixed``: alpha stays ``alpha``; ``learned``: tuned towards the target entropy."""
+    alpha: PositiveFloat
+    """Entropy temperature (initial value when learned; reference: fixed 0.05)."""
+    target_entropy_per_slot: float
+    """Target entropy per valid action slot when learned (SAC's heuristic: -1)."""
+    reward_scale: PositiveFloat
+    """Rewards are multiplied by this for learning (evaluation uses the simulator's)."""
+    learning_starts: Annotated[int, Field(ge=0)]
+    """Decisions with uniformly random actions before SAC updates (``init: scratch``)."""
+    updates_per_step: PositiveFloat
+    """Gradient updates per environment decision (fractions update every 1/x steps)."""
+    policy_frequency: PositiveInt
+    """Actor (and temperature) updates every this many critic updates."""
+    # --- demonstrations
+    init: Literal["scratch", "bc"]
+    """``scratch``: random warm-up; ``bc``: teacher episodes in the buffer and behaviour
+    cloning of the actor before SAC."""
+    demo_episodes: Annotated[int, Field(ge=0)]
+    """Teacher-driven episodes collected first (``init: bc``)."""
+    bc_updates: Annotated[int, Field(ge=0)]
+    """Behaviour-cloning gradient steps on the teacher episodes (``init: bc``)."""
+    bc_learning_rate: PositiveFloat
+    """Adam step size of behaviour cloning (its own optimiser)."""
+    critic_warmup_updates: Annotated[int, Field(ge=0)]
+    """Critic-only SAC steps after behaviour cloning (policy evaluation of the clone)."""
+    bc_weight: NonNegativeFloat
+    """Weight of the teacher-imitation term kept in the actor loss during SAC (TD3+BC
+    scaling by mean |Q|); 0 is pure SAC after the warm start."""
+    # --- run
+    total_steps: PositiveInt
+    """Environment decisions of SAC (after the teacher episodes)."""
+    eval_every: PositiveInt
+    """Validate (and keep the best policy) every this many decisions."""
+    seed: Seed
+    """Training seed: networks, replay sampling and the training workloads."""
+    device: Literal["cpu", "cuda"]
+    """Resolved torch device (``train.device: auto`` picks one)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SACConfig:
+        if self.beta_end < self.beta_start:
+            raise ValueError(f"beta_end ({self.beta_end}) < beta_start ({self.beta_start})")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        return self
+
+
+RUN_FIELDS = ("encoder", "actor", "seed", "device")
+"""SACConfig fields that the run sets (agent, seed, device), not the ``train`` section."""
+HYPERPARAMETERS = tuple(name for name in SACConfig.model_fields if name not in RUN_FIELDS)
+"""The SACConfig fields the ``train`` section sets, each one value or one per preset."""
+
+
+def _per_preset_fields(model: type[BaseModel], names: tuple[str, ...]) -> dict[str, Any]:
+    """``name: (T | dict[PresetName, T], Field(description=...))`` for every field of
+    ``model`` in ``names``, with its constraints and documentation."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        info = model.model_fields[name]
+        value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        doc = f"{info.description} One value, or one per preset."
+        fields[name] = (value_type | dict[PresetName, value_type], Field(description=doc))
+    return fields
+
+
+TrainHyperparameters = create_model(
+    "TrainHyperparameters",
+    __base__=_Strict,
+    __doc__="The SAC hyperparameters of :class:`SACConfig`, each one value or one per preset.",
+    **_per_preset_fields(SACConfig, HYPERPARAMETERS),
+)
+
+
+class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
+    """The ``train`` stage: which learned agents are trained, how runs are executed, and
+    the SAC hyperparameters (:class:`SACConfig`'s fields; a value given per preset,
+    ``{paper: ..., edge: ...}``, is resolved per run)."""
 
     agents: list[AgentName] = Field(min_length=1)
+    """Learned agents trained (``eat``: attention + diffusion; ``d2sac``: MLP +
+    diffusion; ``sac``: MLP + Gaussian)."""
     presets: list[PresetName] = Field(min_length=1)
+    """Presets every agent is trained on."""
     n_seeds: PositiveInt
     """Training runs per agent and preset, seeded with seeds.train[:n_seeds]."""
     validation_seeds: PositiveInt
@@ -489,76 +615,58 @@ class TrainSection(_Strict):
     select_by: Literal["reward", "last"]
     """Which policy a run outputs: the best validation reward, or the last."""
     device: Literal["auto", "cpu", "cuda"]
+    """Torch device of every run: ``auto`` is CUDA when available, else CPU."""
     parallel: Literal["ray", "serial"]
+    """``ray``: runs in parallel through Ray (local, or the cluster at ray_address);
+    ``serial``: one after another in this process."""
     ray_address: str | None
     """null: a local Ray instance; else the address of an existing cluster."""
     num_cpus: PositiveInt | None
     """Local Ray: cores to use (null: all)."""
     torch_threads: PositiveInt
+    """torch.set_num_threads of every run (tiny networks are fastest on one thread)."""
     checkpoint_every: PositiveInt
     """Decisions between resumable checkpoints (written at episode ends)."""
     teacher: dict[PresetName, HeuristicName | None]
-    """Heuristic whose decisions are demonstrations (init bc, bc_weight)."""
-    # networks
-    width: PositiveInt
-    heads: PositiveInt
-    layers: PositiveInt
-    hidden: PositiveInt
-    denoising_steps: PositiveInt
-    beta_schedule: Literal["linear", "cosine", "vp"]
-    beta_start: Annotated[float, Field(gt=0, lt=1)]
-    beta_end: Annotated[float, Field(gt=0, lt=1)]
-    # SAC
-    gamma: Annotated[float, Field(gt=0, le=1)]
-    discount_time_s: dict[PresetName, PositiveFloat]
-    n_step: PositiveInt
-    tau: Annotated[float, Field(gt=0, le=1)]
-    batch_size: PositiveInt
-    buffer_size: PositiveInt
-    learning_rate: PositiveFloat
-    entropy: Literal["fixed", "learned"]
-    alpha: PositiveFloat
-    target_entropy_per_slot: float
-    reward_scale: PositiveFloat
-    learning_starts: Annotated[int, Field(ge=0)]
-    updates_per_step: PositiveFloat
-    policy_frequency: PositiveInt
-    total_steps: dict[PresetName, PositiveInt]
-    eval_every: dict[PresetName, PositiveInt]
-    # demonstrations
-    init: Literal["scratch", "bc"]
-    demo_episodes: dict[PresetName, Annotated[int, Field(ge=0)]]
-    bc_updates: dict[PresetName, Annotated[int, Field(ge=0)]]
-    bc_learning_rate: PositiveFloat
-    critic_warmup_updates: Annotated[int, Field(ge=0)]
-    bc_weight: NonNegativeFloat
+    """Heuristic whose decisions are the demonstrations (init bc, bc_weight > 0)."""
     ablation: AblationSpec | None
+    """Ablation variants of ``eat`` trained beside the agents (null: none)."""
+
+    def resolve(self, name: str, preset: str) -> Any:
+        """The value of hyperparameter ``name`` for ``preset``."""
+        value = getattr(self, name)
+        return value[preset] if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSection:
-        if self.beta_end < self.beta_start:
-            raise ValueError(f"beta_end ({self.beta_end}) < beta_start ({self.beta_start})")
-        if self.width % self.heads:
-            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
-        for key in (
-            "discount_time_s",
-            "total_steps",
-            "eval_every",
-            "demo_episodes",
-            "bc_updates",
-            "teacher",
-        ):
-            missing = [p for p in self.presets if p not in getattr(self, key)]
-            if missing:
-                raise ValueError(f"{key} has no value for preset(s) {missing}")
-        if self.init == "bc" or self.bc_weight > 0:
-            missing = [p for p in self.presets if self.teacher[p] is None]
-            if missing:
-                raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {missing}")
+        for name in HYPERPARAMETERS:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                missing = [p for p in self.presets if p not in value]
+                if missing:
+                    raise ValueError(f"{name} has no value for preset(s) {missing}")
+        missing = [p for p in self.presets if p not in self.teacher]
+        if missing:
+            raise ValueError(f"teacher has no value for preset(s) {missing}")
+        for preset in self.presets:
+            learns_from_teacher = (
+                self.resolve("init", preset) == "bc" or self.resolve("bc_weight", preset) > 0
+            )
+            if learns_from_teacher and self.teacher[preset] is None:
+                raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
         if self.ablation is not None:
             clash = sorted(set(self.ablation.variants) & {"eat", "d2sac", "sac"})
             if clash:
                 raise ValueError(f"ablation variant names {clash} clash with agent names")
+        # every run's resolved hyperparameters must form a valid SACConfig
+        for preset in self.presets:
+            values = {name: self.resolve(name, preset) for name in HYPERPARAMETERS}
+            try:
+                SACConfig(encoder="attention", actor="diffusion", seed=0, device="cpu", **values)
+            except ValidationError as error:
+                raise ValueError(
+                    f"preset {preset!r}: " + "; ".join(e["msg"] for e in error.errors())
+                ) from None
         return self
 
 
@@ -785,10 +893,37 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return sorted(current.model_fields) if current is not None else None
 
 
+def _union_branch(part: Any) -> str | None:
+    """``scalar`` or ``dict`` when a location part is a union member's tag (pydantic names
+    the branch it tried, e.g. ``constrained-float`` or ``dict[literal[...],float]``)."""
+    if not isinstance(part, str) or part == "[key]":
+        return None
+    if part.startswith("dict["):
+        return "dict"
+    if "[" in part or part.startswith("constrained-") or part in _SCALAR_TAGS:
+        return "scalar"
+    return None
+
+
+_SCALAR_TAGS = frozenset({"int", "float", "str", "bool", "none"})
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: {error.error_count()} invalid value(s)"]
+    """One line per problem: the dotted key path, what is wrong, the value given. A value
+    that may be one value or one per preset (``T | dict[preset, T]``) reports only the
+    branch its input took."""
+    lines = []
     for item in error.errors():
-        loc = tuple(part for part in item["loc"] if part not in ("function-after",))
+        raw_loc = tuple(part for part in item["loc"] if part not in ("function-after",))
+        branches = [_union_branch(part) for part in raw_loc]
+        branch = next((b for b in branches if b is not None), None)
+        if branch == "scalar" and isinstance(item.get("input"), dict):
+            continue  # a dict was given: the per-preset branch reports it
+        if branch == "dict" and item["type"] == "dict_type":
+            continue  # a single value was given: the scalar branch reports it
+        is_key = "[key]" in raw_loc
+        loc = tuple(part for part, tag in zip(raw_loc, branches, strict=True) if tag is None)
+        loc = tuple(part for part in loc if part != "[key]")  # (..., bad key, "[key]")
         path = ".".join(str(part) for part in loc) or "<root>"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
@@ -796,10 +931,12 @@ def _format_errors(error: ValidationError, source: str) -> str:
             message = "unknown key" + (f"; allowed keys: {allowed}" if allowed else "")
         elif item["type"] == "missing":
             message = "required key is missing"
-        if item["type"] not in ("missing", "extra_forbidden"):
+        elif is_key:
+            message = f"key {item.get('input')!r} is not allowed: {message}"
+        if item["type"] not in ("missing", "extra_forbidden", "value_error") and not is_key:
             message += f" (got {item.get('input')!r})"
         lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+    return "\n".join([f"{source}: {len(lines)} invalid value(s)", *lines])
 
 
 def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
@@ -823,3 +960,28 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def repo_params_path() -> Path:
     """``params.yaml`` at the root of the source checkout this package was imported from."""
     return Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``raw`` with ``overrides`` merged in, mapping by mapping (a new dict). Every key of
+    ``overrides`` must exist in ``raw``: an override file cannot add keys by mistake."""
+    merged = dict(raw)
+    for key, value in overrides.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in raw:
+            raise ParamsError(f"override {path!r}: no such key; allowed keys: {sorted(raw)}")
+        if isinstance(value, dict) and isinstance(raw[key], dict) and value:
+            merged[key] = apply_overrides(raw[key], value, path)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_params_with_overrides(path: str | Path, overrides_path: str | Path) -> dict[str, Any]:
+    """``params.yaml`` with an override file (``params.quick.yaml``) merged in, validated;
+    returned as a plain mapping, ready to be written as a params file."""
+    raw = yaml.safe_load(Path(path).read_text())
+    overrides = yaml.safe_load(Path(overrides_path).read_text()) or {}
+    merged = apply_overrides(raw, overrides)
+    validate_params(merged, source=f"{path} + {overrides_path}")
+    return merged

@@ -8,17 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eat import calibration
-from eat.calibration import (
-    CalibratedLatency,
+from eat.latency.calibration import CalibratedLatency, read_architecture_table
+from eat.latency.catalogue import GpuCatalogue
+from eat.latency.decision import read_stage_decision
+from eat.latency.fit import (
     Curve,
-    GpuCatalogue,
     error_summary,
-    exchange_table,
     fit_curve,
+    fit_profile,
     held_out_errors,
     load_profile,
-    read_stage_decision,
 )
 
 H200 = [
@@ -36,7 +35,7 @@ def reference() -> CalibratedLatency:
         {"h200": load_profile(H200), "h100": load_profile(H100)},
         "h200",
         "cuda_graph",
-        exchange_table(),
+        read_architecture_table(),
     )
 
 
@@ -67,7 +66,7 @@ def synthetic_profile(curve: Curve, noise: float, seed: int = 0) -> pd.DataFrame
 def test_fit_reproduces_a_synthetic_profile():
     truth = Curve(0.007, 0.012, 0.018)  # 7 ms fixed, linear and quadratic terms
     exact = synthetic_profile(truth, noise=0.0)
-    fit = calibration.fit_profile(exact, "cuda_graph").step[("sd15", 2)]
+    fit = fit_profile(exact, "cuda_graph").step[("sd15", 2)]
     for got, want in zip((fit.c0, fit.c1, fit.c2), (truth.c0, truth.c1, truth.c2), strict=True):
         assert got == pytest.approx(want, rel=1e-6)
     errors = held_out_errors(exact, "cuda_graph")
@@ -85,7 +84,7 @@ FACTORS = ((512, 0.85), (768, 1.05), (1024, 0.9), (1440, 1.2))
 def test_fit_reproduces_per_resolution_factors():
     truth = Curve(0.007, 0.012, 0.018, FACTORS)
     exact = synthetic_profile(truth, noise=0.0)
-    fit = calibration.fit_profile(exact, "cuda_graph").step[("sd15", 2)]
+    fit = fit_profile(exact, "cuda_graph").step[("sd15", 2)]
     for got, want in zip((fit.c0, fit.c1, fit.c2), (truth.c0, truth.c1, truth.c2), strict=True):
         assert got == pytest.approx(want, rel=1e-6)
     assert [r for r, _ in fit.factors] == [512, 768, 1024, 1440]
@@ -104,9 +103,9 @@ def test_factors_need_evidence():
     """The F-test keeps one slope when per-resolution slopes would only fit noise, and
     too few points per resolution never get their own slope."""
     no_effect = synthetic_profile(Curve(0.007, 0.012, 0.018), noise=0.05, seed=1)
-    assert calibration.fit_profile(no_effect, "cuda_graph").step[("sd15", 2)].factors == ()
+    assert fit_profile(no_effect, "cuda_graph").step[("sd15", 2)].factors == ()
     effect = synthetic_profile(Curve(0.007, 0.012, 0.018, FACTORS), noise=0.01, seed=1)
-    assert len(calibration.fit_profile(effect, "cuda_graph").step[("sd15", 2)].factors) == 4
+    assert len(fit_profile(effect, "cuda_graph").step[("sd15", 2)].factors) == 4
     # one point per resolution, or a single resolution (SDXL): one slope
     pixels, seconds = [1e5, 2e5, 4e5, 8e5], [0.010, 0.012, 0.016, 0.026]
     assert fit_curve(pixels, seconds, [512, 768, 1024, 1440]).factors == ()
@@ -181,10 +180,10 @@ def test_load_profile_infers_the_mode_of_rows_without_one():
     assert not eager["graph"].any()
     graphs = load_profile("sd_profile_h200_cudagraph.csv")
     assert graphs.loc[graphs.op.isin(["step", "decode", "encode"]), "graph"].all()
-    fit = calibration.fit_profile(load_profile(H200), "cuda_graph")
+    fit = fit_profile(load_profile(H200), "cuda_graph")
     assert fit.encode_s[("sd15", "text_encoder")] == pytest.approx(0.00082182398, rel=1e-6)
     with pytest.raises(ValueError, match="no op=step rows in mode 'cuda_graph'"):
-        calibration.fit_profile(eager, "cuda_graph")
+        fit_profile(eager, "cuda_graph")
 
 
 def test_catalogue_rows_are_sourced_and_device_names_match():
@@ -264,7 +263,7 @@ def test_cold_start_components(reference):
     sd15 = reference.cold_start_s("sd15", disk_gbps=1e3, overhead_s=0.0)  # page cache bound
     assert sd15 == pytest.approx(0.3957 + 0.0649 + 0.1799, rel=0.01)
     slow = reference.cold_start_s("sdxl", disk_gbps=1.0, overhead_s=1.0)  # disk bound
-    table = exchange_table()
+    table = read_architecture_table()
     sdxl_bytes = table[(table.model == "sdxl") & (table.quantity == "fp16_bytes")]["value"].sum()
     assert slow == pytest.approx(1.0 + sdxl_bytes / 1e9, rel=0.01)
 

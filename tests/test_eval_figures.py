@@ -1,4 +1,4 @@
-"""Tests of eat.eval.figures: artist counts, legends and PNG output on synthetic frames."""
+"""Tests of eat.evaluation.figures: artist counts, legends and PNG output on synthetic frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.patches import Rectangle
 
-from eat.eval.figures import (
+from eat.evaluation.figures import (
     gantt,
     latency_cdf,
     latency_quality_scatter,
@@ -18,7 +18,7 @@ from eat.eval.figures import (
     quality_vs_rate,
     scheduler_palette,
 )
-from eat.eval.metrics import aggregate
+from eat.evaluation.metrics import aggregate
 
 SCHEDULERS = ("fifo", "eft", "greedy")
 RATES = (0.25, 0.5, 1.0)

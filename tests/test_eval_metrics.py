@@ -1,4 +1,4 @@
-"""Tests of eat.eval.metrics on hand-built and seeded synthetic frames."""
+"""Tests of eat.evaluation.metrics on hand-built and seeded synthetic frames."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eat.eval.metrics import (
+from eat.evaluation.metrics import (
     aggregate,
     bootstrap_ci,
     episode_metrics,
-    latency_reduction,
     metrics_json,
+    reduction_table,
 )
 
 INF = math.inf
@@ -235,20 +235,24 @@ def test_metrics_json_keys_and_round_trip() -> None:
     assert any(v["quality_mean"] is None for v in out.values())
 
 
-def test_latency_reduction() -> None:
+def test_reduction_table() -> None:
     agg = pd.DataFrame(
         {
-            "preset": ["edge"] * 4 + ["paper"],
-            "scheduler": ["eft", "fifo", "eft", "fifo", "eft"],
-            "rate": [0.5, 0.5, 1.0, 1.0, 0.05],
-            "latency_mean": [6.0, 8.0, 9.0, 18.0, 1.0],
+            "preset": ["edge"] * 6 + ["paper"],
+            "scheduler": ["eft", "fifo", "eat", "eft", "fifo", "eat", "eft"],
+            "rate": [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.05],
+            "latency_mean": [6.0, 8.0, 4.5, 9.0, 18.0, 12.0, 1.0],
+            "reward_mean": [1.0, 0.5, 1.5, 0.8, 0.2, 0.6, 1.0],
+            "quality_mean": [0.2, 0.25, 0.24, 0.2, 0.25, 0.23, 0.2],
         }
     )
-    red = latency_reduction(agg, "eft", "edge")
-    assert list(red["rate"]) == [0.5, 1.0]
-    assert list(red["scheduler"]) == ["fifo", "fifo"]
-    assert list(red["reduction"]) == pytest.approx([0.25, 0.5])
+    red = reduction_table(agg, "edge")
+    assert list(red["rate"]) == [0.5, 0.5, 1.0, 1.0]
+    assert list(red["scheduler"]) == ["eft", "fifo", "eft", "fifo"]
+    assert list(red["latency_reduction"]) == pytest.approx([0.25, 1 - 4.5 / 8, -1 / 3, 1 / 3])
+    assert list(red["best_heuristic"]) == [True, False, True, False]  # fifo is no candidate
+    assert list(red["eat_reward"]) == [1.5, 1.5, 0.6, 0.6]
     with pytest.raises(ValueError, match="'sac'"):
-        latency_reduction(agg, "sac", "edge")
+        reduction_table(agg, "edge", reference="sac")
     with pytest.raises(ValueError, match="'nope'"):
-        latency_reduction(agg, "eft", "nope")
+        reduction_table(agg, "nope")

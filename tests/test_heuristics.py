@@ -11,8 +11,9 @@ import typing
 import numpy as np
 import pytest
 
-from eat.agents import SCHEDULERS, make_scheduler
-from eat.agents.heuristics import (
+from eat.params import AgentName, HeuristicName, SchedulerName
+from eat.schedulers import SCHEDULERS, make_scheduler
+from eat.schedulers.heuristics import (
     EarliestFinishTimeScheduler,
     EdfScheduler,
     FifoScheduler,
@@ -24,12 +25,17 @@ from eat.agents.heuristics import (
     candidate_gangs,
     rewards_by_steps,
 )
-from eat.params import AgentName, HeuristicName, SchedulerName
 from eat.sim.simulator import Dispatch, SimulationError, Simulator, episode_rngs, make_tasks
 from eat.sim.workload import Task
 from tests.conftest import tweak
 
 INF = math.inf
+
+
+def by_rule(sim: Simulator, task_id: int, steps: int) -> Dispatch:
+    """A paper-preset dispatch: the task on the servers the reference rule picks now."""
+    task = next(t for t in sim.window() if t.task_id == task_id)
+    return Dispatch(task_id, steps, sim.placement.rule_gang(task.gang_size or 1)[0])
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +93,7 @@ def free_subsets(sim: Simulator, task: Task):
 
 def test_registry_covers_every_scheduler_name(settings):
     assert set(SCHEDULERS) == set(typing.get_args(HeuristicName))
-    # Every scheduler name is a heuristic or a learned agent (eat.agents.rl).
+    # Every scheduler name is a heuristic or a learned agent (eat.schedulers.rl).
     assert set(typing.get_args(SchedulerName)) == set(SCHEDULERS) | set(typing.get_args(AgentName))
     for name, cls in SCHEDULERS.items():
         scheduler = make_scheduler(name, settings)
@@ -170,7 +176,7 @@ def test_fifo_waits_for_the_head_first_fit_skips_it_paper(paper, settings):
     assert sim.has_decision() and sim.n_free == 2
     assert FifoScheduler(settings).decide(sim) is None
     d = FirstFitScheduler(settings).decide(sim)
-    assert d == Dispatch(2, settings.fixed_steps)
+    assert d == by_rule(sim, 2, settings.fixed_steps)
     sim.preview(d)
 
 
@@ -279,7 +285,7 @@ def test_fast_reward_path_equals_preview(edge0, paper):
     checked = 0
     for task in sim.window():
         for gang in [(4,), (1,), (4, 5), (1, 2, 3, 4), (5, 6), (2, 3, 6, 7)]:
-            fast = rewards_by_steps(sim, task, cache.edge(sim, task, gang))
+            fast = rewards_by_steps(sim, task, cache.now(sim, task, gang))
             for steps, reward in fast:
                 assert reward == pytest.approx(
                     sim.preview(Dispatch(task.task_id, steps, gang)).reward, abs=1e-12
@@ -291,8 +297,8 @@ def test_fast_reward_path_equals_preview(edge0, paper):
     assert met == {True, False} and checked > 300
     sim = greedy_paper_state(paper)
     for task in sim.dispatchable():
-        _, warm = sim.paper_gang(task.gang_size)
-        fast = rewards_by_steps(sim, task, cache.paper(sim, task.gang_size, warm))
+        gang, _ = sim.placement.rule_gang(task.gang_size)
+        fast = rewards_by_steps(sim, task, cache.now(sim, task, gang))
         for steps, reward in fast:
             assert reward == pytest.approx(
                 sim.preview(Dispatch(task.task_id, steps)).reward, abs=1e-12
@@ -397,7 +403,7 @@ def test_eft_picks_the_task_that_finishes_first(edge0, paper, settings):
     # paper: a cold gang of 1 (24 s reload) beats a cold gang of 4 (32 s reload).
     sim = make_sim(paper, [paper_task(0, 0.0, 4), paper_task(1, 0.0, 1)])
     assert eft.steps(sim) == sim.quality.fewest_steps_reaching(settings.target_quality, 1, 32)
-    assert eft.decide(sim) == Dispatch(1, eft.steps(sim))
+    assert eft.decide(sim) == by_rule(sim, 1, eft.steps(sim))
 
 
 def test_eft_waits_for_a_busy_warm_group_paper(paper, settings):
@@ -406,16 +412,16 @@ def test_eft_waits_for_a_busy_warm_group_paper(paper, settings):
     sim = make_sim(paper, [paper_task(0, 0.0, 2), paper_task(1, warm_free_at - 3.0, 2)])
     sim.dispatch(Dispatch(0, 10))
     assert sim.advance() and sim.has_decision()
-    assert sim.busy_warm_group_free_at(2) == pytest.approx(warm_free_at)
+    assert sim.placement.busy_warm_group_free_at(2) == pytest.approx(warm_free_at)
     assert eft.decide(sim) is None
     assert sim.wait()
     d = eft.decide(sim)
-    assert d == Dispatch(1, eft.steps(sim)) and sim.preview(d).timing.setup_s == 0.0
+    assert d == by_rule(sim, 1, eft.steps(sim)) and sim.preview(d).timing.setup_s == 0.0
     # 25 s away the cold start now (24 s) finishes first.
     sim = make_sim(paper, [paper_task(0, 0.0, 2), paper_task(1, 0.5, 2)])
     sim.dispatch(Dispatch(0, 10))
     assert sim.advance()
-    assert eft.decide(sim) == Dispatch(1, eft.steps(sim))
+    assert eft.decide(sim) == by_rule(sim, 1, eft.steps(sim))
 
 
 # ---------------------------------------------------------------------------
@@ -432,13 +438,13 @@ def test_warm_first_waits_for_a_warm_group_paper(paper, settings):
     assert warm_first.decide(sim) is None  # 3 s wait rather than a 24 s reload
     assert sim.wait()
     d = warm_first.decide(sim)
-    assert d == Dispatch(1, settings.fixed_steps) and sim.preview(d).timing.setup_s == 0.0
+    assert d == by_rule(sim, 1, settings.fixed_steps) and sim.preview(d).timing.setup_s == 0.0
     # The warm group frees in 25 s > 24 s reload: dispatch cold now.
     sim = make_sim(paper, [paper_task(0, 0.0, 2), paper_task(1, 0.5, 2)])
     sim.dispatch(Dispatch(0, 10))
     assert sim.advance()
     d = warm_first.decide(sim)
-    assert d == Dispatch(1, settings.fixed_steps) and sim.preview(d).timing.setup_s == 24.0
+    assert d == by_rule(sim, 1, settings.fixed_steps) and sim.preview(d).timing.setup_s == 24.0
 
 
 def test_warm_first_prefers_a_younger_warm_task_paper(paper, settings):
@@ -447,14 +453,14 @@ def test_warm_first_prefers_a_younger_warm_task_paper(paper, settings):
     assert sim.advance() and sim.now == 100.0 and sim.n_free == 4
     assert FifoScheduler(settings).decide(sim).task_id == 1  # the older one, cold
     d = WarmFirstScheduler(settings).decide(sim)
-    assert d == Dispatch(2, settings.fixed_steps) and sim.preview(d).timing.setup_s == 0.0
+    assert d == by_rule(sim, 2, settings.fixed_steps) and sim.preview(d).timing.setup_s == 0.0
 
 
 def test_warm_first_edge_waits_unless_the_warm_server_is_overloaded(edge0, settings):
     warm_first = WarmFirstScheduler(settings)
     free_at = server0_free_at(edge0)  # server 0 holds sd15 and frees then
     sim = eft_edge_state(edge0, free_at - 1.0, [edge_task(10, free_at - 1.0)])
-    assert sim.latency.cold_start_s["sd15"] > 1.0
+    assert sim.latency.cold_start_s("sd15", 1) > 1.0
     assert warm_first.decide(sim) is None  # 1 s < the cold start
     assert sim.wait()
     assert warm_first.decide(sim) == Dispatch(10, settings.fixed_steps, (0,))
@@ -529,12 +535,12 @@ def test_edf_paper(paper, settings):
     ]
     sim = make_sim(paper, tasks)
     d = edf.decide(sim)
-    assert d == Dispatch(2, math.floor((30.0 - 24.0) / 0.315))
+    assert d == by_rule(sim, 2, math.floor((30.0 - 24.0) / 0.315))
     assert sim.preview(d).deadline_met
     assert not sim.preview(Dispatch(2, d.steps + 1)).deadline_met
     # Without deadlines: FIFO at the best-quality steps (30: the reference curve peaks).
     sim = make_sim(paper, [paper_task(0, 0.0, 4), paper_task(1, 0.0, 1)])
-    assert edf.decide(sim) == Dispatch(0, 30)
+    assert edf.decide(sim) == by_rule(sim, 0, 30)
 
 
 # ---------------------------------------------------------------------------

@@ -13,18 +13,21 @@ import pytest
 import torch
 import yaml
 
-from eat.calibration import data_path, file_sha256, load_profile
-from eat.params import ProfileSection
-from eat.profiling import architectures, profiler
-from eat.profiling.architectures import (
+from eat import architectures
+from eat.architectures import (
     REAL_PARAMETERS,
     architecture_table,
     build_component,
     patch_shape,
 )
+from eat.data import data_path
+from eat.latency import ProfileLatency
+from eat.latency.decision import file_sha256
+from eat.latency.fit import fit_profile, load_profile
+from eat.params import ProfileSection
+from eat.profiling import profiler
 from eat.profiling.profiler import PROFILE_COLUMNS, ProfileRun, run_profile, time_call
-from eat.profiling.stage import decide_source, resolve_run
-from eat.sim.latency import ProfileLatency
+from eat.stages.profile import decide_source, resolve_run
 from tests.conftest import REPO, tweak
 
 
@@ -126,7 +129,7 @@ def test_profile_csv_schema(tiny_profile):
     assert metadata["run"]["device"] == "cpu" and metadata["rows"] == len(frame)
     assert metadata["versions"]["torch"] == torch.__version__
     # the loader and the fit read what the profiler writes
-    fit = __import__("eat.calibration", fromlist=["fit_profile"]).fit_profile(frame, "eager")
+    fit = fit_profile(frame, "eager")
     assert set(fit.step) == {("sd15", 1), ("sd15", 2), ("sdxl", 1), ("sdxl", 2)}
 
 
@@ -150,7 +153,7 @@ def test_cold_start_goes_through_from_pretrained_of_saved_folders(tiny_profile, 
     row = result.frame[
         (result.frame.op == "cold_start_from_disk") & (result.frame.component == "unet")
     ]
-    assert int(row.bytes.iloc[0]) == profiler.folder_bytes(saved)
+    assert int(row.bytes.iloc[0]) == profiler.disk_bytes(saved)
 
 
 def test_a_local_model_folder_is_loaded_not_built(tmp_path):
@@ -172,7 +175,7 @@ def test_a_local_model_folder_is_loaded_not_built(tmp_path):
     assert set(loaded.index) == {"unet", "vae", "text_encoder"}
     assert "init_random_on_device" not in set(frame.op)
     cold = frame[frame.op == "cold_start_from_disk"].set_index("component")
-    assert cold.loc["unet", "bytes"] == profiler.folder_bytes(folder / "unet")
+    assert cold.loc["unet", "bytes"] == profiler.disk_bytes(folder / "unet")
     assert cold["save_seconds"].isna().all()  # nothing saved: the user's folder is read
 
 
@@ -249,7 +252,7 @@ def test_auto_settings_resolve_by_device(params):
 
 
 def test_decision_on_each_kind_of_machine(params, tmp_path):
-    from eat.calibration import GpuCatalogue
+    from eat.latency.catalogue import GpuCatalogue
 
     catalogue = GpuCatalogue.load()
     gpu_run, _ = resolve_run(params.profile, has_cuda=True)
@@ -284,27 +287,27 @@ def smoke_params(params, **profile_changes):
 
 
 def test_stage_on_cpu_falls_back_to_the_reference_profiles(params, edge, tmp_path):
-    """The stage through its light entry point (``python -m eat.profiling``)."""
-    from eat.profiling.__main__ import main
+    """The stage through the command line (``eat profile``), which imports the profile
+    stage only."""
+    from eat.cli import main
+    from eat.stages.paths import Paths
 
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(smoke_params(params).model_dump(), sort_keys=False))
-    decision_path = tmp_path / "latency_source.json"
-    summary_path = tmp_path / "profile_summary.json"
-    argv = ["--params", str(params_path), "--out", str(tmp_path / "profile")]
-    argv += ["--decision", str(decision_path), "--summary", str(summary_path)]
-    assert main(argv) == 0
-    summary = json.loads(summary_path.read_text())
+    assert main(["--params", str(params_path), "--root", str(tmp_path), "profile"]) == 0
+    paths = Paths(tmp_path)
+    stage, decision_path = paths.profile, paths.latency_source
+    summary = json.loads(stage.metrics.read_text())
     decision = json.loads(decision_path.read_text())
     assert decision["source"] == "reference" and "no CUDA device" in decision["reason"]
     assert summary["latency_source"] == "reference" and summary["device_type"] == "cpu"
     assert summary["env_anchor"] == "h200"
     assert summary["fit"]["h200/cuda_graph"]["loo_mean_abs_error"] < 0.05
-    for name in ("profile.csv", "profile.json", "fit.csv", "held_out.csv", "env_catalogue.csv"):
-        assert (tmp_path / "profile" / name).stat().st_size > 0, name
+    for name in ("profile.csv", "fit.csv", "held_out.csv", "env_catalogue.csv"):
+        assert (stage.results / name).stat().st_size > 0, name
     for name in ("steps_this_run", "steps_anchor", "speedup", "cold_start", "fitted_vs_measured"):
-        assert (tmp_path / "profile" / f"{name}.png").stat().st_size > 10_000, name
-    metadata = json.loads((tmp_path / "profile" / "profile.json").read_text())
+        assert (stage.artifacts / f"{name}.png").stat().st_size > 10_000, name
+    metadata = json.loads((stage.artifacts / "profile.json").read_text())
     assert metadata["decision"] == decision and "device" in metadata["auto"]
     # The edge preset reads the decision: the shipped profiles, and it says so.
     pointed = tweak(edge, profile_latency={"stage_decision": str(decision_path)})

@@ -5,7 +5,6 @@ point (tiny budgets throughout, CleanRL's smoke-test habit)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -15,17 +14,24 @@ import pytest
 import torch
 import yaml
 
-from eat.agents.rl.actors import make_actor
-from eat.agents.rl.agent import RLScheduler, load_actor, load_scheduler, save_actor
-from eat.agents.rl.diffusion import DDPMScheduler, make_betas
-from eat.agents.rl.networks import AttentionCritic, TokenLayout, flat_to_tokens, tokens_to_flat
-from eat.agents.rl.sac import NStepAccumulator, ReplayBuffer, Transition
-from eat.eval.runner import run_episode
+from eat.evaluation.runner import run_episode
 from eat.params import ParamsError, load_params, validate_params
+from eat.schedulers.rl.actors import make_actor
+from eat.schedulers.rl.agent import RLScheduler, load_actor, load_scheduler, save_actor
+from eat.schedulers.rl.diffusion import DDPMScheduler, make_betas
+from eat.schedulers.rl.networks import (
+    AttentionCritic,
+    NetworkSpec,
+    TokenLayout,
+    flat_to_tokens,
+    tokens_to_flat,
+)
+from eat.schedulers.rl.sac import NStepAccumulator, ReplayBuffer, Transition
 from eat.sim.encoding import Encoder
 from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import Simulator
-from eat.train import RunInterrupted, resolve_runs, run_matrix, train_run, validate, write_run
+from eat.training.loop import RunInterrupted, resolve_runs, train_run, validate, write_run
+from eat.training.matrix import run_matrix
 from tests.conftest import REPO, tweak
 
 torch.set_num_threads(1)
@@ -52,7 +58,9 @@ def tiny_spec(params, agent="eat", preset="paper", seed=0, **changes):
         for s in resolve_runs(params, include_ablation=False)
         if s.agent == agent and s.preset_name == preset and s.config.seed == seed
     )
-    spec.config = dataclasses.replace(spec.config, device="cpu", **{**TINY, **changes})
+    spec.config = spec.config.model_validate(
+        {**spec.config.model_dump(), "device": "cpu", **TINY, **changes}
+    )
     spec.validation_seeds = spec.validation_seeds[:1]
     spec.rates = spec.rates[:2]
     if preset == "edge":
@@ -169,12 +177,9 @@ def test_ddpm_schedule_and_step_shapes():
 
 def small_actor(env, obs, actor, encoder, *, layers: int = 1, denoising_steps: int = 1):
     """A width-16 actor for ``env``'s observation and action shapes."""
-    return make_actor(
-        actor,
-        encoder,
-        obs.shape[0],
-        obs.shape[1],
-        env.action_space.shape[0],
+    spec = NetworkSpec(
+        encoder=encoder,
+        actor=actor,
         width=16,
         heads=2,
         layers=layers,
@@ -184,6 +189,7 @@ def small_actor(env, obs, actor, encoder, *, layers: int = 1, denoising_steps: i
         beta_start=1e-4,
         beta_end=2e-2,
     )
+    return make_actor(spec, obs.shape[0], obs.shape[1], env.action_space.shape[0])
 
 
 @pytest.mark.parametrize("encoder", ["attention", "mlp"])
@@ -284,7 +290,7 @@ def test_attention_critic_is_permutation_invariant_over_servers(edge):
 def test_checkpoint_save_load_gives_identical_actions(paper, tmp_path, params):
     spec = tiny_spec(params)
     _env, obs, _ = observation(paper)
-    from eat.agents.rl.agent import build_actor
+    from eat.schedulers.rl.agent import build_actor
 
     shapes = {"n_tokens": obs.shape[0], "in_features": obs.shape[1], "action_size": 17}
     actor = build_actor(spec.config, shapes)
@@ -345,7 +351,7 @@ def test_validation_leaves_the_actor_in_training_mode(params, paper):
 
 def test_short_training_improves_on_the_initial_policy(params, trained_paper):
     spec = trained_paper.spec
-    from eat.agents.rl.agent import build_actor
+    from eat.schedulers.rl.agent import build_actor
 
     torch.manual_seed(spec.config.seed)
     initial = validate(build_actor(spec.config, trained_paper.shapes), spec, "cpu")
@@ -373,7 +379,7 @@ def test_policy_trained_on_4_servers_runs_on_8(params, trained_paper, tmp_path):
 def test_rl_scheduler_decisions_are_valid_on_edge(params):
     spec = tiny_spec(params, preset="edge", total_steps=60, eval_every=60)
     result = train_run(spec)
-    from eat.agents.rl.agent import build_actor
+    from eat.schedulers.rl.agent import build_actor
 
     actor = build_actor(spec.config, result.shapes)
     actor.load_state_dict(result.actor_state)
@@ -461,11 +467,12 @@ def test_train_entry_point_smoke(tmp_path):
         [
             sys.executable,
             "-m",
-            "eat.train",
+            "eat",
             "--params",
             str(path),
-            "--out",
-            str(tmp_path / "m"),
+            "--root",
+            str(tmp_path),
+            "train",
             "--agent",
             "sac",
             "--preset",
@@ -482,13 +489,13 @@ def test_train_entry_point_smoke(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert '"agent": "sac"' in out.stdout
-    assert (tmp_path / "m" / "paper" / "sac" / "seed0" / "actor.pt").exists()
+    assert (tmp_path / "models" / "paper" / "sac" / "seed0" / "actor.pt").exists()
 
 
 def test_crossed_bootstrap_covers_training_and_workload_variance():
     import pandas as pd
 
-    from eat.eval.trained import aggregate_crossed, crossed_bootstrap_ci
+    from eat.evaluation.trained import aggregate_crossed, crossed_bootstrap_ci
 
     rng = np.random.default_rng(0)
     # 5 training seeds x 10 test seeds: a training-seed effect plus workload noise.

@@ -19,7 +19,7 @@ def run_head_of_line(sim: Simulator, steps: int) -> None:
         if not sim.can_dispatch(head):
             sim.wait()
             continue
-        servers = None if sim.kind == "paper" else (sim.free_servers()[0],)
+        servers = sim.placement.choose_servers(head, 1, lambda free, size: free[:size])
         sim.dispatch(Dispatch(head.task_id, steps, servers))
 
 
@@ -122,7 +122,7 @@ def test_edge_cold_start_residency_and_lru_eviction(edge):
     ]
     sim = make_sim(edge, tasks)
     small = next(s.server_id for s in sim.servers if s.memory_gb == 12.0)  # rtx4070
-    cold = sim.latency.cold_start_s
+    cold = sim.latency.model_cold_start_s
     outcomes = []
     for task_id in range(4):
         assert sim.advance()
@@ -225,8 +225,9 @@ def test_misuse_raises_with_the_bad_value(edge, paper):
     idle.advance()
     with pytest.raises(SimulationError, match="no pending event"):
         idle.wait()
-    with pytest.raises(SimulationError, match="chooses servers itself"):
-        idle.dispatch(Dispatch(0, 10, (0,)))
+    with pytest.raises(SimulationError, match=r"rule places task 0 on \(0,\), not \(1,\)"):
+        idle.dispatch(Dispatch(0, 10, (1,)))
+    assert idle.dispatch(Dispatch(0, 10, (0,))).servers == (0,)  # the rule's own choice
 
 
 def test_decision_epochs_only_when_a_dispatch_is_possible(paper):

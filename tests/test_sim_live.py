@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eat.agents import make_scheduler
+from eat.schedulers import make_scheduler
 from eat.sim.encoding import Encoder
 from eat.sim.simulator import SERVER_DOWN, Dispatch, SimulationError, Simulator
 from eat.sim.workload import Task

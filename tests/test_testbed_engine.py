@@ -31,9 +31,9 @@ from eat.testbed.models import (  # noqa: E402
     ModelCacheError,
     build_tokenizer,
     clip_vocabulary,
-    folder_bytes,
     load_model,
     prepare_model_folder,
+    weight_file_bytes,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -185,7 +185,7 @@ def test_model_folder_is_made_once_and_remade_for_another_recipe(model_root, fol
     assert again == folder
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
     other = prepare_model_folder(model_root, "sd15", "tiny", seed=4, scheduler="ddim")
-    assert other != folder and folder_bytes(other) == folder_bytes(folder)
+    assert other != folder and weight_file_bytes(other) == weight_file_bytes(folder)
     for name in ("model_index.json", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"):
         assert (folder / name).is_file(), name
 
@@ -237,7 +237,7 @@ def test_worker_body_runs_a_task_without_ray(model_root, folders):
     """The actor's body as plain Python: one patch, PNG of the engine's image."""
     from eat.testbed.worker import EdgeWorkerImpl, ModelSource, TaskSpec, WorkerConfig
 
-    sizes = {m: folder_bytes(folders[(m, "ddim")]) for m in ("sd15", "sdxl")}
+    sizes = {m: weight_file_bytes(folders[(m, "ddim")]) for m in ("sd15", "sdxl")}
     config = WorkerConfig(
         server_id=0,
         device="cpu",
@@ -263,7 +263,7 @@ def test_worker_body_runs_a_task_without_ray(model_root, folders):
 def test_cpu_workers_get_a_core_each_when_there_are_enough(params):
     import os
 
-    from eat.testbed.stage import Resolved, cpu_cores
+    from eat.testbed.bed import Resolved, cpu_cores
 
     cores = sorted(os.sched_getaffinity(0))
     resolved = Resolved("cpu", "tiny", "float32", params.testbed.tiny, Path("/tmp"))
@@ -279,7 +279,7 @@ def test_run_async_works_inside_a_running_event_loop():
     """The stage runs in a Jupyter kernel (papermill), whose thread already has a loop."""
     import asyncio
 
-    from eat.testbed.stage import run_async
+    from eat.testbed.bed import run_async
 
     async def answer() -> int:
         await asyncio.sleep(0)

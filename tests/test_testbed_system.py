@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
-from eat.agents.base import Scheduler
 from eat.params import validate_params
+from eat.schedulers.base import Scheduler
 from eat.sim.simulator import RECORD_COLUMNS, Dispatch, Simulator
 from tests.conftest import REPO
 
@@ -61,7 +61,7 @@ def make_params(tmp_path):
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     """Params, preset, workers and model folders of one embedded Ray cluster."""
-    from eat.testbed.stage import build_testbed
+    from eat.testbed.bed import build_testbed
 
     tmp = tmp_path_factory.mktemp("testbed")
     params = make_params(tmp)
@@ -78,7 +78,7 @@ def bed(tmp_path_factory):
 
 
 def settings(params):
-    from eat.testbed.stage import controller_settings
+    from eat.testbed.bed import controller_settings
 
     return controller_settings(params.testbed)
 
@@ -115,7 +115,7 @@ def test_gang_of_two_through_ray_equals_the_local_patch_computation(bed):
 
 
 def test_controller_replays_a_workload_in_the_simulator_schema(bed):
-    from eat.testbed.stage import make_testbed_scheduler, replay, workload
+    from eat.testbed.bed import make_testbed_scheduler, replay, workload
 
     params, preset, workers = bed["params"], bed["preset"], bed["workers"]
     tasks, prompts = workload(preset, params.testbed)
@@ -144,13 +144,13 @@ def test_controller_replays_a_workload_in_the_simulator_schema(bed):
 def test_a_trained_agent_drives_the_testbed(bed, tmp_path):
     """A learned scheduler (random weights, saved as the train stage saves its models)
     decides from Encoder(shadow).observe() on the live cluster."""
-    pytest.importorskip("eat.agents.rl.agent")
-    from eat.agents.rl import AGENTS
-    from eat.agents.rl.agent import build_actor, save_actor
-    from eat.eval.trained import model_dir
+    pytest.importorskip("eat.schedulers.rl.agent")
+    from eat.schedulers.rl import AGENTS
+    from eat.schedulers.rl.agent import build_actor, save_actor
     from eat.sim.encoding import Encoder
-    from eat.testbed.stage import make_testbed_scheduler, replay, workload
-    from eat.train import sac_config
+    from eat.stages.paths import model_dir
+    from eat.testbed.bed import make_testbed_scheduler, replay, workload
+    from eat.training.loop import sac_config
 
     params, preset = bed["params"], bed["preset"]
     trained_on = params.env.preset(params.testbed.learned_preset)
@@ -169,7 +169,7 @@ def test_a_trained_agent_drives_the_testbed(bed, tmp_path):
         replay(preset, bed["workers"], scheduler, params.testbed, tasks[:3], prompts[:3])
     )
     assert sorted(controller.records_frame()["task_id"]) == [t.task_id for t in tasks[:3]]
-    with pytest.raises(FileNotFoundError, match="run the train stage first"):
+    with pytest.raises(FileNotFoundError, match=r"no trained .sac. on preset .edge.*run the train stage"):
         make_testbed_scheduler("sac", params, tmp_path)
 
 
@@ -206,7 +206,7 @@ def test_a_killed_worker_task_is_rerun_elsewhere_and_never_lost_or_duplicated(be
     scheduler = ScriptedScheduler({0: ((0, 1), 8), 1: ((2, 0), 8)})
 
     async def scenario() -> Controller:
-        controller = Controller(preset, workers, scheduler, settings(params))
+        controller = Controller(preset, workers, scheduler, settings(params), rng=np.random.default_rng(7))
         request = TaskRequest("sd15", 128, PROMPTS[1], 60.0, seed=1)
         first = controller.submit(request)
         # Kill as soon as the gang is seen running: a tiny task takes well under a
@@ -256,7 +256,7 @@ def test_a_hung_worker_is_killed_restarted_and_its_task_rerun(bed):
     scheduler = ScriptedScheduler({0: ((0, 2), 8)})
 
     async def scenario() -> tuple[Controller, float]:
-        controller = Controller(preset, workers, scheduler, patient)
+        controller = Controller(preset, workers, scheduler, patient, rng=np.random.default_rng(7))
         first = controller.submit(TaskRequest("sd15", 128, PROMPTS[0], 60.0, seed=4))
         await _until(lambda: _running_on(controller, 0) == (0, 2), poll=0.002)
         stopped = time.monotonic()
@@ -301,14 +301,14 @@ async def _until(condition, timeout: float = 30.0, poll: float = 0.02) -> None:
 def test_http_service_validates_serves_and_survives_a_bounded_burst(bed):
     import httpx
 
+    from eat.testbed.bed import make_testbed_scheduler
     from eat.testbed.controller import Controller
     from eat.testbed.loadtest import run_load_test
     from eat.testbed.service import serve_in_thread
-    from eat.testbed.stage import make_testbed_scheduler
 
     params, preset, workers = bed["params"], bed["preset"], bed["workers"]
     scheduler = make_testbed_scheduler("eft", params, None)
-    server = serve_in_thread(lambda: Controller(preset, workers, scheduler, settings(params)))
+    server = serve_in_thread(lambda: Controller(preset, workers, scheduler, settings(params), rng=np.random.default_rng(7)))
     try:
         assert server.url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=server.url, timeout=60) as client:

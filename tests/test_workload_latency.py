@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eat.calibration import exchange_table, load_profile
+from eat.latency.calibration import read_architecture_table
+from eat.latency.fit import load_profile
 from eat.sim import ProfileLatency, QualityCurve, generate_tasks
 from eat.sim.workload import arrival_times
 from tests.conftest import tweak
@@ -103,7 +104,7 @@ def test_profile_latency_terms(edge):
     # Communication: a member receives the K/V of every self-attention layer and the output
     # latent for the (n - 1) / n of the image it does not compute, plus conv boundary rows
     # and GroupNorm statistics from each peer (DistriFusion), batch 2 in fp16 over 10 GbE.
-    table = exchange_table()
+    table = read_architecture_table()
 
     def unet(quantity: str) -> float:
         rows = table[(table.model == "sd15") & (table.component == "unet")]
@@ -145,10 +146,10 @@ def test_profile_latency_terms(edge):
     # page-cache load (the text encoder's 0.18 s), plus 2 s of overhead.
     unet_bytes, vae, text_encoder_measured = 1719127083, 167336106, 0.17985895399999663
     expected = 2.0 + unet_bytes / 2e9 + vae / 2e9 + text_encoder_measured
-    assert latency.cold_start_s["sd15"] == pytest.approx(expected, rel=1e-6)
+    assert latency.cold_start_s("sd15", 1) == pytest.approx(expected, rel=1e-6)
     # SDXL adds its bigger UNet and the OpenCLIP bigG encoder (fp16 bytes of the
     # architecture, not in the reference profile).
-    assert latency.cold_start_s["sdxl"] > latency.cold_start_s["sd15"] + 2.0
+    assert latency.cold_start_s("sdxl", 1) > latency.cold_start_s("sd15", 1) + 2.0
     # Memory comes from the catalogue, speed relative to the anchor.
     assert latency.memory_gb("rtx4070") == 12.0 and latency.memory_gb("t4") == 16.0
     assert latency.speed("h200") == pytest.approx(1.0)

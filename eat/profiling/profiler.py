@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from eat.profiling.architectures import (
+from eat.architectures import (
     COMPONENTS,
     PROMPT_TOKENS,
     VAE_SCALE,
@@ -102,7 +102,7 @@ PROFILE_COLUMNS = [
 @dataclass(frozen=True)
 class ProfileRun:
     """Everything one profiling run does; every field is written into the rows or the
-    metadata. ``eat.profiling.stage`` builds it from ``params.yaml``'s ``profile``."""
+    metadata. ``eat.stages.profile`` builds it from ``params.yaml``'s ``profile``."""
 
     device: Device
     """Where to measure; ``cuda`` is the current CUDA device."""
@@ -270,8 +270,8 @@ def device_name(device: Device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def folder_bytes(path: Path) -> int:
-    """Bytes of every file under ``path`` (what a cold start reads)."""
+def disk_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``: what a cold start reads from disk."""
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
 
@@ -340,7 +340,7 @@ class Profiler:
         began = time.perf_counter()
         if folder:
             module = self._from_pretrained(component, Path(folder) / component)
-            op, extra = "load_pretrained", {"bytes": folder_bytes(Path(folder) / component)}
+            op, extra = "load_pretrained", {"bytes": disk_bytes(Path(folder) / component)}
         else:
             torch.manual_seed(self.config.seed)
             with torch.device(self.device):
@@ -468,7 +468,7 @@ class Profiler:
             began = time.perf_counter()
             module.save_pretrained(path, safe_serialization=True)
             save_seconds = time.perf_counter() - began
-        size = folder_bytes(path)
+        size = disk_bytes(path)
         for trial in range(self.config.cold_start_trials):
             self._free()
             synchronize(self.config.device)

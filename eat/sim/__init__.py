@@ -1,8 +1,8 @@
 """Event-driven simulator of edge-collaborative AIGC serving, and its Gymnasium env."""
 
+from eat.latency import GangTiming, PaperLatency, ProfileLatency
 from eat.sim.encoding import Encoder
 from eat.sim.env import ENV_ID, EdgeClusterEnv, register
-from eat.sim.latency import GangTiming, PaperLatency, ProfileLatency
 from eat.sim.quality import QualityCurve
 from eat.sim.simulator import (
     RECORD_COLUMNS,

@@ -75,19 +75,6 @@ class Encoder:
             self._nominal_cache[key] = self.sim.nominal_latency(model, resolution)
         return self._nominal_cache[key]
 
-    def _cold_start_now(self, task) -> float:
-        sim = self.sim
-        if sim.kind == "paper":
-            size = task.gang_size or 1
-            if size > sim.n_free:
-                return 0.0
-            _, warm = sim.paper_gang(size)
-            return 0.0 if warm else sim.latency.reload_s[size]  # type: ignore[union-attr]
-        for server in sim.servers:
-            if server.task_id is None and task.model in server.resident:
-                return 0.0
-        return sim.latency.cold_start_s[task.model]  # type: ignore[union-attr]
-
     def observe(self) -> np.ndarray:
         sim, tau = self.sim, self.tau
         obs = np.zeros((self.n_tokens, self.n_features), dtype=np.float32)
@@ -105,12 +92,12 @@ class Encoder:
             token[8] = (task.gang_size or 0) / 8.0
             dispatchable = sim.can_dispatch(task)
             token[9] = float(dispatchable)
-            token[10] = self._cold_start_now(task) / tau if dispatchable else 0.0
+            token[10] = sim.placement.cold_start_now(task) / tau if dispatchable else 0.0
             token[11] = self._nominal(task.model, task.resolution) / tau
             token[12] = row / self.window
             token[N_FEATURES + self.model_index[task.model]] = 1.0
         base = self.window
-        paper = sim.kind == "paper"
+        placement = sim.placement
         for server in sim.servers:
             token = obs[base + server.server_id]
             token[TYPE_SERVER] = 1.0
@@ -120,15 +107,11 @@ class Encoder:
             token[5] = server.speed
             token[6] = server.memory_gb / 80.0
             token[7] = float(free)
-            if paper:
-                if server.group is not None:
-                    members = sim._groups[server.group]
-                    token[8] = len(members) / 8.0
-                    token[9] = float(all(sim.servers[i].task_id is None for i in members))
-                    token[N_FEATURES:] = 1.0
-            else:
-                for model in server.resident:
-                    token[N_FEATURES + self.model_index[model]] = 1.0
+            view = placement.view(server)
+            token[8] = view.group_size / 8.0
+            token[9] = float(view.group_free)
+            for model in view.resident:
+                token[N_FEATURES + self.model_index[model]] = 1.0
         token = obs[-1]
         token[TYPE_GLOBAL] = 1.0
         token[3] = 1.0
@@ -144,10 +127,10 @@ class Encoder:
         mask = np.zeros(self.action_size, dtype=bool)
         mask[ACTION_GATE] = True
         mask[ACTION_STEPS] = sim.preset.max_steps > sim.preset.min_steps
-        mask[ACTION_GANG] = sim.kind == "edge"
+        mask[ACTION_GANG] = sim.placement.scheduler_places
         for row, task in enumerate(sim.window()):
             mask[N_GLOBAL_ACTIONS + row] = sim.can_dispatch(task)
-        if sim.kind == "edge":
+        if sim.placement.scheduler_places:
             base = N_GLOBAL_ACTIONS + self.window
             for server in sim.servers:
                 mask[base + server.server_id] = server.task_id is None
@@ -181,19 +164,18 @@ class Encoder:
         if best_task is None:
             raise ValueError(f"decode called at t={sim.now} with no dispatchable task")
         steps = self.steps_from(action[ACTION_STEPS])
-        if sim.kind == "paper":
-            return Dispatch(best_task.task_id, steps)
         feasible = sim.feasible_gang_sizes(best_task)
         requested = self.gang_size_from(action[ACTION_GANG])
         smaller = [size for size in feasible if size <= requested]
         size = max(smaller) if smaller else min(feasible)
-        memory = sim.preset.models[best_task.model].memory_gb
         base = N_GLOBAL_ACTIONS + self.window
-        candidates = [
-            s.server_id for s in sim.servers if s.task_id is None and s.memory_gb >= memory
-        ]
-        candidates.sort(key=lambda i: (-action[base + i], i))
-        return Dispatch(best_task.task_id, steps, tuple(sorted(candidates[:size])))
+
+        def top_scores(free: list[int], count: int) -> list[int]:
+            return sorted(free, key=lambda i: (-action[base + i], i))[:count]
+
+        servers = sim.placement.choose_servers(best_task, size, top_scores)
+        assert servers is not None  # size is feasible now
+        return Dispatch(best_task.task_id, steps, servers)
 
     def encode(self, dispatch: Dispatch | None) -> np.ndarray:
         """An action that decodes to ``dispatch`` (None: wait). Used to express
@@ -209,7 +191,7 @@ class Encoder:
         for row, task in enumerate(sim.window()):
             if task.task_id == dispatch.task_id:
                 action[N_GLOBAL_ACTIONS + row] = 1.0
-        if sim.kind == "edge" and dispatch.servers is not None:
+        if sim.placement.scheduler_places and dispatch.servers is not None:
             sizes = sim.allowed_gang_sizes
             index = sizes.index(len(dispatch.servers))
             action[ACTION_GANG] = 2.0 * (index + 0.5) / len(sizes) - 1.0

@@ -6,46 +6,35 @@ completion); there are no time ticks. A scheduler is asked to decide only at
 dispatches (a task, its gang of servers and a number of denoising steps) or waits
 until the next event.
 
-Two presets (``kind`` in params):
+What a preset decides, the simulator asks two objects it builds from the preset and
+never which kind of preset it is: the latency model (:mod:`eat.latency`: how long a
+gang takes) and the placement rule (:mod:`eat.sim.placement`: which servers a task may
+use and which of them are warm; ``paper`` keeps the EAT reference's warm groups,
+``edge`` lets the scheduler choose the gang under memory-limited residency). A gang
+starts together, pays the largest cold start of its members, computes at the pace of
+its slowest member plus the per-step exchange, then decodes and returns the image.
 
-``paper``
-    The EAT reference model (zzf1955/EAT). Each task's gang size is fixed at
-    arrival. The servers are chosen by the reference rule: a free *warm group*
-    (the servers that last ran a task together) of exactly that size if there is
-    one, else the first free servers by id. The task is warm only if the chosen
-    set equals an existing group; otherwise it pays the reload time, every group
-    that the chosen servers belonged to dissolves, and the chosen set becomes a
-    new group. Duration = per_step(c) x steps (+ reload(c) when cold).
-
-``edge``
-    Heterogeneous GPUs with memory-limited model residency (LRU eviction). The
-    scheduler picks the gang (its size is the patch count) and the servers. Each
-    member whose memory does not hold the task's model pays that model's cold
-    start; the gang computes at the pace of its slowest member plus the
-    per-step patch exchange, then decodes and returns the image.
-
-Reward of a dispatch (0 for waiting), generalising the reference formula:
-``min(cap, scale / (avg_wait + duration + wait)) + quality_weight * q(steps)
-- deadline_penalty * missed``, where ``avg_wait`` is the mean waiting time of the
-first ``avg_wait_window`` tasks still queued after this one leaves.
+Reward of a dispatch (0 for waiting): :func:`eat.sim.reward.dispatch_reward`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from eat.latency import GangTiming, LatencyModel, SimTime, build_latency_model
 from eat.params import PresetConfig
-from eat.sim.latency import GangTiming, PaperLatency, ProfileLatency
+from eat.sim.errors import SimulationError
+from eat.sim.placement import PLACEMENTS, Placement
 from eat.sim.quality import QualityCurve
+from eat.sim.records import RECORD_COLUMNS, SEGMENT_COLUMNS, segments, task_record
+from eat.sim.reward import dispatch_reward
 from eat.sim.workload import Task
-
-SimTime = float  # seconds
 
 # Event priorities at equal times (lower first): servers are freed and models
 # become resident before new arrivals are seen, so a decision epoch sees the whole
@@ -62,10 +51,6 @@ EVENT_ARRIVAL = "arrival"
 SERVER_DOWN = -1
 
 
-class SimulationError(RuntimeError):
-    """The simulator was misused (an invalid dispatch, waiting with nothing to wait for)."""
-
-
 @dataclass
 class Server:
     server_id: int
@@ -77,7 +62,7 @@ class Server:
     busy_until: SimTime = 0.0
     task_id: int | None = None
     group: int | None = None
-    """paper preset: id of the warm group this server belongs to."""
+    """Id of the warm group this server belongs to (``ReferenceGroups``)."""
 
     @property
     def free(self) -> bool:
@@ -87,7 +72,7 @@ class Server:
 @dataclass(frozen=True)
 class Dispatch:
     """A scheduling decision: run ``task_id`` with ``steps`` denoising steps on
-    ``servers`` (None lets the preset's fixed rule choose, as the paper preset does)."""
+    ``servers`` (None lets the preset's placement rule choose, where it chooses)."""
 
     task_id: int
     steps: int
@@ -116,61 +101,31 @@ class Outcome:
         return self.finish <= self.task.deadline
 
 
-RECORD_COLUMNS = [
-    "task_id",
-    "arrival",
-    "model",
-    "resolution",
-    "deadline",
-    "gang_size",
-    "servers",
-    "steps",
-    "start",
-    "finish",
-    "waiting",
-    "cold_start_s",
-    "cold_starts",
-    "service",
-    "latency",
-    "quality",
-    "reward",
-    "deadline_met",
-]
-SEGMENT_COLUMNS = ["server", "task_id", "start", "compute_start", "finish"]
-
-
 class Simulator:
     """Event-driven cluster simulator; see the module docstring for the model."""
 
     def __init__(self, preset: PresetConfig) -> None:
         self.preset = preset
-        self.kind = preset.kind
         self.quality = QualityCurve(preset.quality, preset.max_steps)
-        self.latency: PaperLatency | ProfileLatency
-        if preset.kind == "paper":
-            self.latency = PaperLatency(preset)
-        else:
-            self.latency = ProfileLatency(preset)
+        self.latency: LatencyModel = build_latency_model(preset)
+        self.placement: Placement = PLACEMENTS[preset.kind](self)
         self.allowed_gang_sizes = sorted(preset.allowed_gang_sizes)
         self.server_specs: list[tuple[str, float, float]] = []
         for group in preset.servers:
-            if isinstance(self.latency, ProfileLatency):  # calibrated: speed, catalogue memory
-                spec = (
-                    group.gpu,
-                    self.latency.speed(group.gpu),
-                    self.latency.memory_gb(group.gpu),
-                )
-            else:
-                gpu = preset.gpu_types[group.gpu]
-                spec = (group.gpu, gpu.speed, gpu.memory_gb)
-            self.server_specs += [spec] * group.count
+            rating = self.latency.gpu_rating(group.gpu)
+            self.server_specs += [(group.gpu, rating.speed, rating.memory_gb)] * group.count
         self.n_servers = len(self.server_specs)
         self._noise_cv = preset.latency_noise_cv
-        self.reset([], np.random.default_rng(0))
+        self._clear([], None)
 
     # ------------------------------------------------------------------ set-up
-    def reset(self, tasks: list[Task], rng: np.random.Generator) -> None:
-        """Start a new episode with ``tasks`` (arrivals in the future are events)."""
+    def reset(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
+        """Start a new episode with ``tasks`` (arrivals in the future are events);
+        ``rng`` draws the latency noise (None: the preset has none, ``latency_noise_cv``
+        0, as for a live shadow that predicts expected timings)."""
+        self._clear(tasks, rng)
+
+    def _clear(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
         self.now: SimTime = 0.0
         self.rng = rng
         self.servers = [
@@ -181,12 +136,13 @@ class Simulator:
         self.queue: list[Task] = []
         self.tasks = {task.task_id: task for task in tasks}
         if len(self.tasks) != len(tasks):
-            raise SimulationError("task ids must be unique")
+            counts = Counter(task.task_id for task in tasks)
+            repeated = sorted(task_id for task_id, count in counts.items() if count > 1)
+            raise SimulationError(f"task ids must be unique; repeated: {repeated}")
         self._events: list[tuple[SimTime, int, int, str, object]] = []
         self._sequence = itertools.count()
         self._running: dict[int, Outcome] = {}
-        self._groups: dict[int, frozenset[int]] = {}
-        self._group_ids = itertools.count()
+        self.placement.reset()
         self.records: list[tuple] = []
         self.segments: list[tuple] = []
         self.n_completed = 0
@@ -277,22 +233,12 @@ class Simulator:
     def free_servers(self) -> list[int]:
         return [s.server_id for s in self.servers if s.task_id is None]
 
-    def fixed_gang_size(self, task: Task) -> int | None:
-        return task.gang_size if self.kind == "paper" else None
-
     def feasible_gang_sizes(self, task: Task) -> list[int]:
         """Gang sizes this task could start with now."""
-        if self.kind == "paper":
-            size = task.gang_size or 1
-            return [size] if size <= self.n_free else []
-        model_memory = self.preset.models[task.model].memory_gb
-        hosts = sum(1 for s in self.servers if s.task_id is None and s.memory_gb >= model_memory)
-        return [size for size in self.allowed_gang_sizes if size <= hosts]
+        return self.placement.feasible_gang_sizes(task)
 
     def can_dispatch(self, task: Task) -> bool:
-        if self.kind == "paper":
-            return (task.gang_size or 1) <= self.n_free
-        return bool(self.feasible_gang_sizes(task))
+        return bool(self.placement.feasible_gang_sizes(task))
 
     def has_decision(self) -> bool:
         if not self.queue or self.n_free == 0:
@@ -310,81 +256,51 @@ class Simulator:
         server = self.servers[server_id]
         return 0.0 if server.task_id is None else max(0.0, server.busy_until - self.now)
 
-    def paper_gang(self, gang_size: int) -> tuple[tuple[int, ...], bool]:
-        """The reference server-selection rule: (servers, warm)."""
-        for members in self._groups.values():
-            if len(members) == gang_size and all(self.servers[i].task_id is None for i in members):
-                return tuple(sorted(members)), True
-        free = self.free_servers()
-        if len(free) < gang_size:
-            raise SimulationError(
-                f"gang of {gang_size} requested with only {len(free)} free servers"
-            )
-        return tuple(free[:gang_size]), False
-
-    def busy_warm_group_free_at(self, gang_size: int) -> SimTime | None:
-        """paper: earliest time at which an intact warm group of this size becomes free
-        (None if there is no such group)."""
-        best = None
-        for members in self._groups.values():
-            if len(members) == gang_size:
-                free_at = max(
-                    self.now if self.servers[i].task_id is None else self.servers[i].busy_until
-                    for i in members
-                )
-                best = free_at if best is None else min(best, free_at)
-        return best
-
     def gang_timing(self, task: Task, servers: tuple[int, ...]) -> GangTiming:
         """Expected timing of ``task`` on ``servers`` given current residency."""
-        if self.kind == "paper":
-            members = frozenset(servers)
-            warm = any(group == members for group in self._groups.values())
-            return self.latency.gang_timing(len(servers), warm)  # type: ignore[call-arg]
         gpus = [self.servers[i].gpu for i in servers]
-        warm_flags = [task.model in self.servers[i].resident for i in servers]
-        return self.latency.gang_timing(  # type: ignore[call-arg]
-            task.model, task.resolution, gpus, warm_flags
+        return self.latency.gang_timing(
+            task.model, task.resolution, gpus, self.placement.warm(task, servers)
         )
 
     # ------------------------------------------------------------------ dispatch
     def _validate(self, dispatch: Dispatch) -> tuple[Task, tuple[int, ...]]:
         task = next((t for t in self.window() if t.task_id == dispatch.task_id), None)
         if task is None:
+            visible = [t.task_id for t in self.window()]
             raise SimulationError(
-                f"task {dispatch.task_id} is not in the visible queue at t={self.now}"
+                f"task {dispatch.task_id} is not in the visible queue at t={self.now}; "
+                f"visible: {visible}"
             )
         if not self.preset.min_steps <= dispatch.steps <= self.preset.max_steps:
             raise SimulationError(
                 f"steps {dispatch.steps} outside [{self.preset.min_steps}, {self.preset.max_steps}]"
             )
-        if self.kind == "paper":
-            if dispatch.servers is not None:
-                raise SimulationError("the paper preset chooses servers itself; pass servers=None")
-            servers, _ = self.paper_gang(task.gang_size or 1)
+        if dispatch.servers is None:
+            sizes = self.placement.gang_sizes(task)
+            if self.placement.scheduler_places or len(sizes) != 1:
+                raise SimulationError(f"dispatch of task {task.task_id} needs servers")
+            servers = self.placement.choose_servers(task, sizes[0], None)
+            if servers is None:
+                raise SimulationError(
+                    f"gang of {sizes[0]} requested with only {self.n_free} free servers"
+                )
             return task, servers
-        servers = dispatch.servers
+        servers = tuple(dispatch.servers)
         if not servers:
-            raise SimulationError(f"edge dispatch of task {task.task_id} needs servers")
+            raise SimulationError(f"dispatch of task {task.task_id} needs servers")
         if len(set(servers)) != len(servers):
             raise SimulationError(f"servers {servers} repeat a server")
-        if len(servers) not in self.allowed_gang_sizes:
-            raise SimulationError(
-                f"gang size {len(servers)} not allowed; choose one of {self.allowed_gang_sizes}"
-            )
-        model_memory = self.preset.models[task.model].memory_gb
         for server_id in servers:
             if not 0 <= server_id < self.n_servers:
-                raise SimulationError(f"server {server_id} does not exist")
+                raise SimulationError(
+                    f"server {server_id} does not exist; servers are 0..{self.n_servers - 1}"
+                )
             server = self.servers[server_id]
             if server.task_id is not None:
                 raise SimulationError(f"server {server_id} is busy until {server.busy_until}")
-            if server.memory_gb < model_memory:
-                raise SimulationError(
-                    f"server {server_id} ({server.memory_gb} GB) cannot hold {task.model} "
-                    f"({model_memory} GB)"
-                )
-        return task, tuple(servers)
+        self.placement.check(task, servers)
+        return task, servers
 
     def avg_wait_excluding(self, task: Task) -> float:
         """Mean waiting time of the first ``avg_wait_window`` queued tasks other than
@@ -400,19 +316,15 @@ class Simulator:
 
     def reward(self, task: Task, avg_wait: float, duration: float, steps: int) -> float:
         """Reward of dispatching ``task`` now for ``duration`` seconds with ``steps``
-        steps, given :meth:`avg_wait_excluding` (see the module docstring)."""
-        config = self.preset.reward
-        wait = self.now - task.arrival
-        latency_term = config.latency_scale / max(avg_wait + duration + wait, 1e-9)
-        reward = min(config.latency_cap, latency_term)
-        reward += config.quality_weight * self.quality(steps)
-        if self.now + duration > task.deadline:
-            reward -= config.deadline_penalty
-        return reward
-
-    def warm_groups(self) -> list[tuple[int, ...]]:
-        """paper: the intact warm groups (servers that last ran a task together)."""
-        return [tuple(sorted(members)) for members in self._groups.values()]
+        steps, given :meth:`avg_wait_excluding` (:func:`eat.sim.reward.dispatch_reward`)."""
+        return dispatch_reward(
+            self.preset.reward,
+            wait=self.now - task.arrival,
+            avg_wait=avg_wait,
+            duration=duration,
+            quality=self.quality(steps),
+            missed=self.now + duration > task.deadline,
+        )
 
     def preview(self, dispatch: Dispatch) -> Outcome:
         """The expected outcome of ``dispatch`` without applying it (no noise)."""
@@ -437,6 +349,8 @@ class Simulator:
         timing = self.gang_timing(task, servers)
         compute = dispatch.steps * timing.step_s
         if self._noise_cv > 0:
+            if self.rng is None:
+                raise SimulationError("latency noise needs a generator: call reset(tasks, rng)")
             shape = 1.0 / self._noise_cv**2
             compute *= self.rng.gamma(shape, 1.0 / shape)
         duration = timing.setup_s + compute + timing.tail_s
@@ -465,68 +379,30 @@ class Simulator:
             server = self.servers[server_id]
             server.task_id, server.busy_until = task.task_id, finish
         self.n_free -= len(servers)
-        if self.kind == "paper":
-            members = frozenset(servers)
-            if not any(group == members for group in self._groups.values()):
-                touched = {self.servers[i].group for i in servers} - {None}
-                for group_id in touched:
-                    for member in self._groups.pop(group_id):  # type: ignore[arg-type]
-                        self.servers[member].group = None
-                group_id = next(self._group_ids)
-                self._groups[group_id] = members
-                for server_id in servers:
-                    self.servers[server_id].group = group_id
-            return
-        model_memory = self.preset.models[task.model].memory_gb
-        for server_id, cold in zip(servers, timing.member_cold_start_s, strict=True):
-            server = self.servers[server_id]
-            if task.model in server.resident:
-                server.resident.move_to_end(task.model)
-                continue
-            used = sum(self.preset.models[m].memory_gb for m in server.resident)
-            while server.resident and used + model_memory > server.memory_gb:
-                evicted, _ = server.resident.popitem(last=False)
-                used -= self.preset.models[evicted].memory_gb
-            server.resident[task.model] = None
-            self._schedule(
-                self.now + cold, PRIORITY_LOAD_DONE, EVENT_LOAD_DONE, (server_id, task.model)
-            )
+        self.placement.book(task, servers, timing)
+
+    def schedule_load_done(self, server_id: int, model: str, cold_start_s: SimTime) -> None:
+        """A cold start that ends ``cold_start_s`` from now (residency is booked at
+        dispatch, so that no other task can evict a model while it loads)."""
+        self._schedule(
+            self.now + cold_start_s, PRIORITY_LOAD_DONE, EVENT_LOAD_DONE, (server_id, model)
+        )
 
     def _record(self, outcome: Outcome) -> None:
-        task = outcome.task
-        cold = outcome.timing.member_cold_start_s
+        task, cold = outcome.task, outcome.timing.member_cold_start_s
         self.records.append(
-            (
-                task.task_id,
-                task.arrival,
-                task.model,
-                task.resolution,
-                task.deadline,
-                len(outcome.servers),
-                ",".join(map(str, outcome.servers)),
+            task_record(
+                task,
+                outcome.servers,
                 outcome.steps,
                 outcome.start,
                 outcome.finish,
-                outcome.start - task.arrival,
-                outcome.cold_start_s,
-                sum(1 for c in cold if c > 0),
-                outcome.finish - outcome.start,
-                outcome.finish - task.arrival,
+                cold,
                 outcome.quality,
                 outcome.reward,
-                outcome.deadline_met,
             )
         )
-        for server_id, member_cold in zip(outcome.servers, cold, strict=True):
-            self.segments.append(
-                (
-                    server_id,
-                    task.task_id,
-                    outcome.start,
-                    outcome.start + member_cold,
-                    outcome.finish,
-                )
-            )
+        self.segments.extend(segments(task, outcome.servers, outcome.start, outcome.finish, cold))
 
     # ------------------------------------------------------------------ live driving
     # A real system (the testbed's controller, eat.testbed) mirrors its cluster in a
@@ -649,10 +525,7 @@ class Simulator:
     def nominal_latency(self, model: str, resolution: int) -> float:
         """Deadline reference: warm latency on one ``reference_gpu`` server."""
         deadline = self.preset.workload.deadline
-        if self.kind == "paper":
-            per_step = self.latency.per_step_s[1]  # type: ignore[union-attr]
-            return per_step * deadline.reference_steps
-        return self.latency.nominal_latency_s(  # type: ignore[union-attr]
+        return self.latency.nominal_latency_s(
             model, resolution, deadline.reference_gpu, deadline.reference_steps
         )
 

@@ -3,9 +3,9 @@
 Each edge server is a long-lived Ray actor (:class:`eat.testbed.worker.EdgeWorker`)
 with its own device and a model cache; a controller (:mod:`eat.testbed.controller`)
 mirrors the live cluster in a *shadow* :class:`~eat.sim.simulator.Simulator` so that
-every scheduler of :mod:`eat.agents` (heuristic or learned) drives it unchanged; an
+every scheduler of :mod:`eat.schedulers` (heuristic or learned) drives it unchanged; an
 HTTP service (:mod:`eat.testbed.service`) takes requests from clients; the pipeline
-stage (:mod:`eat.testbed.stage`) compares real latencies with the simulator's.
+stage (:mod:`eat.stages.testbed`) compares real latencies with the simulator's.
 
 Modules:
 

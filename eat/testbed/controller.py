@@ -10,7 +10,7 @@ that arrives joins its queue (``add_arrival``), the clock is set to the measured
 time (``advance_clock``), a decision is applied to both (``dispatch`` books the
 shadow's servers and residency; the real gang starts on the workers), a worker's
 report frees the shadow's servers (``complete``) and sets their residency to what
-the workers report (``set_residency``). So every :class:`~eat.agents.base.Scheduler`
+the workers report (``set_residency``). So every :class:`~eat.schedulers.base.Scheduler`
 runs unchanged: ``decide(shadow)`` reads the same queue window, free servers, resident
 models and expected timings as in simulation, and a learned agent observes
 ``Encoder(shadow).observe()``, built from live state. The shadow's *timings*
@@ -56,16 +56,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eat.agents.base import Scheduler
 from eat.params import PresetConfig
-from eat.sim.simulator import (
-    RECORD_COLUMNS,
-    SEGMENT_COLUMNS,
-    Dispatch,
-    Outcome,
-    SimulationError,
-    Simulator,
-)
+from eat.schedulers.base import Scheduler
+from eat.sim.records import RECORD_COLUMNS, SEGMENT_COLUMNS, segments, task_record
+from eat.sim.reward import dispatch_reward
+from eat.sim.simulator import Dispatch, Outcome, SimulationError, Simulator
 from eat.sim.workload import Task
 from eat.testbed import require
 from eat.testbed.engine import GenerationRequest
@@ -180,10 +175,13 @@ class Controller:
         scheduler: Scheduler,
         settings: ControllerSettings,
         *,
-        rng: np.random.Generator | None = None,
+        rng: np.random.Generator,
     ) -> None:
-        if preset.kind != "edge":
-            raise ValueError("the testbed runs edge presets (the scheduler picks the servers)")
+        if preset.latency_noise_cv > 0:
+            raise ValueError(
+                "the shadow simulator predicts expected timings: the preset's "
+                f"latency_noise_cv must be 0, got {preset.latency_noise_cv}"
+            )
         if preset.n_servers != len(workers):
             raise ValueError(
                 f"preset has {preset.n_servers} servers but {len(workers)} workers were given"
@@ -193,9 +191,11 @@ class Controller:
         self.scheduler = scheduler
         self.settings = settings
         self.shadow = Simulator(preset)
-        self.shadow.reset([], np.random.default_rng(0))
-        # the scheduler's own stream (eat.eval.runner.scheduler_rng: the same as in simulation)
-        self.scheduler.reset(self.shadow, rng if rng is not None else np.random.default_rng(0))
+        if not self.shadow.placement.scheduler_places:
+            raise ValueError("the testbed needs a preset whose scheduler picks the servers")
+        self.shadow.reset([], None)  # no noise: the shadow's timings are expectations
+        # the scheduler's own stream (eat.evaluation.runner.scheduler_rng, as in simulation)
+        self.scheduler.reset(self.shadow, rng)
         self._t0 = settings.clock()
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
@@ -388,71 +388,66 @@ class Controller:
             self.shadow.set_residency(server, resident)
         record = self._record(pending, result, finish)
         self.records.append(record)
-        for server, cold in zip(spec.servers, result.member_cold_start_s, strict=True):
-            self.segments.append(
-                (server, spec.task_id, pending.start, pending.start + cold, finish)
-            )
+        self.segments.extend(
+            segments(pending.task, spec.servers, pending.start, finish, result.member_cold_start_s)
+        )
         del self._pending[spec.task_id]
         pending.future.set_result(TaskResult(spec.task_id, record, result.png))
         self._decide()
 
     def _record(self, pending: _Pending, result: GangResult, finish: float) -> dict[str, Any]:
+        """The task record (the simulator's columns, from measured times) and the
+        testbed's own columns (:data:`EXTRA_COLUMNS`)."""
         task, outcome = pending.task, pending.outcome
         assert outcome is not None
         steps = len(result.step_s)
         service = finish - pending.start
-        cold = max(result.member_cold_start_s)
-        compute = float(sum(result.step_s))
         quality = self.shadow.quality(steps)
-        row = {
-            "task_id": task.task_id,
-            "arrival": task.arrival,
-            "model": task.model,
-            "resolution": task.resolution,
-            "deadline": task.deadline,
-            "gang_size": len(result.servers),
-            "servers": ",".join(map(str, result.servers)),
-            "steps": steps,
-            "start": pending.start,
-            "finish": finish,
-            "waiting": pending.start - task.arrival,
-            "cold_start_s": cold,
-            "cold_starts": sum(1 for c in result.member_cold_start_s if c > 0),
-            "service": service,
-            "latency": finish - task.arrival,
-            "quality": quality,
-            "reward": self._reward(task, pending, service, steps),
-            "deadline_met": finish <= task.deadline,
-            "attempts": pending.attempts,
-            "leader_setup_s": result.setup_s,
-            "encode_s": result.encode_s,
-            "step_s_mean": float(np.mean(result.step_s)),
-            "step_s_median": float(np.median(result.step_s)),
-            "compute_s": compute,
-            "decode_s": result.decode_s,
-            "png_s": result.png_s,
-            "leader_s": result.leader_s,
-            "overhead_s": service - result.leader_s,
-            "predicted_service": outcome.finish - outcome.start,
-            "predicted_cold_start_s": outcome.cold_start_s,
-            "predicted_step_s": outcome.timing.step_s,
-            "decision_ms": pending.decision_ms,
-            "prompt": pending.request.prompt,
-            "seed": pending.request.seed,
-        }
+        reward = dispatch_reward(  # the simulator's reward with the measured duration
+            self.preset.reward,
+            wait=pending.start - task.arrival,
+            avg_wait=pending.avg_wait,
+            duration=service,
+            quality=quality,
+            missed=pending.start + service > task.deadline,
+        )
+        row = dict(
+            zip(
+                RECORD_COLUMNS,
+                task_record(
+                    task,
+                    result.servers,
+                    steps,
+                    pending.start,
+                    finish,
+                    result.member_cold_start_s,
+                    quality,
+                    reward,
+                ),
+                strict=True,
+            )
+        )
+        row.update(
+            {
+                "attempts": pending.attempts,
+                "leader_setup_s": result.setup_s,
+                "encode_s": result.encode_s,
+                "step_s_mean": float(np.mean(result.step_s)),
+                "step_s_median": float(np.median(result.step_s)),
+                "compute_s": float(sum(result.step_s)),
+                "decode_s": result.decode_s,
+                "png_s": result.png_s,
+                "leader_s": result.leader_s,
+                "overhead_s": service - result.leader_s,
+                "predicted_service": outcome.finish - outcome.start,
+                "predicted_cold_start_s": outcome.cold_start_s,
+                "predicted_step_s": outcome.timing.step_s,
+                "decision_ms": pending.decision_ms,
+                "prompt": pending.request.prompt,
+                "seed": pending.request.seed,
+            }
+        )
         return row
-
-    def _reward(self, task: Task, pending: _Pending, duration: float, steps: int) -> float:
-        """The simulator's reward of this dispatch with the *measured* duration."""
-        # Copied from eat.sim.simulator.Simulator.reward (evaluated at the dispatch time)
-        config = self.preset.reward
-        wait = pending.start - task.arrival
-        latency_term = config.latency_scale / max(pending.avg_wait + duration + wait, 1e-9)
-        reward = min(config.latency_cap, latency_term)
-        reward += config.quality_weight * self.shadow.quality(steps)
-        if pending.start + duration > task.deadline:
-            reward -= config.deadline_penalty
-        return reward
 
     # ------------------------------------------------------------------ faults
     def _gang_failed(self, spec: TaskSpec, dead: list[int], message: str) -> None:

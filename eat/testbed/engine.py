@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from eat.profiling.architectures import VAE_SCALE
+from eat.architectures import VAE_SCALE
 from eat.testbed import require
 from eat.testbed.models import LoadedModel
 

@@ -9,7 +9,7 @@ reads. It is either
   loaded with ``local_files_only=True``, nothing is downloaded), or
 - made once at set-up by :func:`prepare_model_folder`: the real architectures
   (``size="real"``) or their miniature versions (``size="tiny"``) of
-  :mod:`eat.profiling.architectures` with seeded random weights, saved as
+  :mod:`eat.architectures` with seeded random weights, saved as
   safetensors. A marker file records how it was made; an unchanged folder is reused.
 
 **Tokenizer.** No tokenizer files can be downloaded, so a folder we make gets a real
@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eat.profiling.architectures import COMPONENTS, ModelSize, build_component, check_model
+from eat.architectures import COMPONENTS, ModelSize, build_component, check_model
 from eat.testbed import require
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,9 @@ class FolderRecipe:
     format: int = FOLDER_FORMAT
 
 
-def folder_bytes(path: Path) -> int:
-    """Bytes of the weight files under ``path`` (safetensors / bin)."""
+def weight_file_bytes(path: Path) -> int:
+    """Bytes of the weight files under ``path`` (safetensors / bin): what the model
+    occupies once resident."""
     return sum(
         item.stat().st_size
         for item in Path(path).rglob("*")
@@ -173,7 +174,7 @@ def build_pipeline(
     model: str, size: ModelSize, *, seed: int, scheduler: SchedulerKind, dtype: DType = "float32"
 ) -> Any:
     """The diffusers pipeline of ``model`` with seeded random weights (every component
-    from :func:`eat.profiling.architectures.build_component`), in memory, built on the
+    from :func:`eat.architectures.build_component`), in memory, built on the
     current default device: the testbed builds on the CPU, whose generator gives the
     same weights on every machine."""
     check_model(model)

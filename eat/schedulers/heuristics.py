@@ -1,0 +1,558 @@
+"""Heuristic schedulers: the baselines every learned agent is compared with.
+
+Every scheduler works on every preset: what the preset decides (the gang sizes a task
+may use, which servers it may start on, which are warm) they ask the simulator's
+placement rule (:mod:`eat.sim.placement`), which on ``paper`` fixes the gang size per
+task and picks the servers itself. Only the tasks of ``sim.window()`` are candidates,
+and no scheduler returns an invalid dispatch. A scheduler returns ``None`` (wait for the next event) only while an event
+is pending, so that waiting is always possible.
+
+Shared conventions:
+
+- *capable* server: one whose memory can hold the task's model (edge).
+- *fixed steps*: ``settings.fixed_steps`` clipped into ``[min_steps, max_steps]``.
+- *fixed gang size* (:func:`fixed_gang_size`): the largest of the task's gang sizes
+  (``placement.gang_sizes``: on edge, the allowed sizes its capable servers, busy or
+  free, can host) ``<= settings.fixed_gang_size``; the smallest if none is ``<=`` it.
+- *affinity order* of servers: the model resident first, then faster, then lower id.
+- *candidate gangs* of size ``k`` (``placement.candidate_gangs``): on edge the ``k``
+  fastest servers (residents first on equal speed) and the ``k`` fastest with the model
+  resident, one of which has the shortest duration for any number of steps, so
+  searching them is exact, not an approximation; on paper the rule's gang.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+from eat.latency import GangTiming
+from eat.params import SchedulerSettings
+from eat.schedulers.base import Scheduler
+from eat.sim.simulator import Dispatch, Simulator
+from eat.sim.workload import Task
+
+Gang = tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+
+def steps_range(sim: Simulator) -> range:
+    return range(sim.preset.min_steps, sim.preset.max_steps + 1)
+
+
+def clip_steps(sim: Simulator, steps: int) -> int:
+    return min(sim.preset.max_steps, max(sim.preset.min_steps, steps))
+
+
+def capable_servers(sim: Simulator, task: Task, *, free_only: bool) -> list[int]:
+    """Servers that can hold the task's model, optionally only the free ones."""
+    return sim.placement.capable(task, free_only=free_only)
+
+
+def affinity_order(sim: Simulator, task: Task, servers: Sequence[int]) -> list[int]:
+    """``servers`` with the task's model resident first, then faster, then lower id."""
+    return sorted(
+        servers,
+        key=lambda i: (task.model not in sim.servers[i].resident, -sim.servers[i].speed, i),
+    )
+
+
+def fixed_gang_size(sim: Simulator, task: Task, requested: int) -> int:
+    """Gang size of the fixed-size heuristics (see the module docstring)."""
+    allowed = sim.placement.gang_sizes(task)
+    smaller = [size for size in allowed if size <= requested]
+    return max(smaller) if smaller else min(allowed)
+
+
+def fixed_dispatch(sim: Simulator, task: Task, steps: int, requested: int) -> Dispatch | None:
+    """The task at its fixed gang size on the first servers in affinity order, or None
+    if it cannot start now at that size."""
+    size = fixed_gang_size(sim, task, requested)
+
+    def by_affinity(free: list[int], count: int) -> list[int]:
+        return affinity_order(sim, task, free)[:count]
+
+    gang = sim.placement.choose_servers(task, size, by_affinity)
+    return None if gang is None else Dispatch(task.task_id, steps, gang)
+
+
+def candidate_gangs(sim: Simulator, task: Task, servers: Sequence[int], size: int) -> list[Gang]:
+    """The candidate gangs of ``size`` among ``servers`` (module docstring)."""
+    return sim.placement.candidate_gangs(task, size, servers)
+
+
+class TimingCache:
+    """Memoised gang timings of one simulator's latency model.
+
+    Timings depend on the gang only through the multiset of (GPU type, model warm) of
+    its members, so many gangs share one entry."""
+
+    def __init__(self) -> None:
+        self._latency: object | None = None
+        self._table: dict[tuple, GangTiming] = {}
+
+    def timing(
+        self, sim: Simulator, task: Task, gang: Sequence[int], warm: Sequence[bool]
+    ) -> GangTiming:
+        """Timing of ``task`` on ``gang`` whose members are ``warm`` or not."""
+        if self._latency is not sim.latency:
+            self._latency = sim.latency
+            self._table.clear()
+        members = tuple(sorted(zip((sim.servers[i].gpu for i in gang), warm, strict=True)))
+        key = (task.model, task.resolution, members)
+        timing = self._table.get(key)
+        if timing is None:
+            gpus = [gpu for gpu, _ in members]
+            flags = [is_warm for _, is_warm in members]
+            timing = sim.latency.gang_timing(task.model, task.resolution, gpus, flags)
+            self._table[key] = timing
+        return timing
+
+    def now(self, sim: Simulator, task: Task, gang: Sequence[int]) -> GangTiming:
+        """Timing of ``task`` on ``gang`` given the current residency (busy members
+        included: what they hold now is what they will hold when they free up)."""
+        return self.timing(sim, task, gang, sim.placement.warm(task, gang))
+
+
+def rewards_by_steps(sim: Simulator, task: Task, timing: GangTiming) -> list[tuple[int, float]]:
+    """``(steps, reward)`` of dispatching ``task`` now on a gang with ``timing``, for
+    every steps value in range: what ``sim.preview`` gives, without re-validating and
+    re-timing the dispatch for each steps value."""
+    avg_wait = sim.avg_wait_excluding(task)
+    return [
+        (steps, sim.reward(task, avg_wait, timing.duration(steps), steps))
+        for steps in steps_range(sim)
+    ]
+
+
+def free_candidates(sim: Simulator, task: Task, cache: TimingCache) -> list[tuple[Gang, GangTiming]]:
+    """Gangs ``task`` could start on now, with their timing: the candidate gangs of
+    every feasible size among the free capable servers."""
+    placement = sim.placement
+    free = placement.capable(task, free_only=True)
+    result: list[tuple[Gang, GangTiming]] = []
+    for size in placement.feasible_gang_sizes(task):
+        for gang in placement.candidate_gangs(task, size, free):
+            result.append((gang, cache.now(sim, task, gang)))
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Schedulers
+# ---------------------------------------------------------------------------
+
+
+class RandomScheduler(Scheduler):
+    """Uniformly random valid dispatch at every decision epoch; never waits.
+
+    Task uniform among the dispatchable window tasks; gang size uniform among
+    ``sim.feasible_gang_sizes(task)``; servers a uniformly random subset of that size
+    of the free servers that can hold the model, where the placement rule lets the
+    scheduler choose (paper: the rule's); steps uniform over ``[min_steps,
+    max_steps]``. All draws come from the generator given to :meth:`reset`.
+    """
+
+    name: ClassVar[str] = "random"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        tasks = sim.dispatchable()
+        if not tasks:
+            return None
+        task = tasks[int(self.rng.integers(len(tasks)))]
+        steps = int(self.rng.integers(sim.preset.min_steps, sim.preset.max_steps + 1))
+        sizes = sim.feasible_gang_sizes(task)
+        size = sizes[int(self.rng.integers(len(sizes)))]  # one size: numpy draws nothing
+
+        def uniform(free: list[int], count: int) -> list[int]:
+            return [free[int(i)] for i in self.rng.choice(len(free), size=count, replace=False)]
+
+        gang = sim.placement.choose_servers(task, size, uniform)
+        assert gang is not None  # the size is feasible now
+        return Dispatch(task.task_id, steps, gang)
+
+
+class FifoScheduler(Scheduler):
+    """Strict first-in first-out: only the head of the queue (``window[0]``) may start.
+
+    If the head cannot start now at its fixed gang size (paper: the task's size; edge:
+    :func:`fixed_gang_size` of ``settings.fixed_gang_size``) on free capable servers,
+    wait, even if tasks behind it could start. Steps: the fixed steps. Servers (edge):
+    the free capable servers in affinity order (model resident, faster, lower id).
+    """
+
+    name: ClassVar[str] = "fifo"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        window = sim.window()
+        if not window:
+            return None
+        steps = clip_steps(sim, self.settings.fixed_steps)
+        return fixed_dispatch(sim, window[0], steps, self.settings.fixed_gang_size)
+
+
+class FirstFitScheduler(Scheduler):
+    """First fit: the oldest window task that can start now at its fixed gang size
+    (same gang, server and steps rule as :class:`FifoScheduler`); wait if none can."""
+
+    name: ClassVar[str] = "first_fit"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        steps = clip_steps(sim, self.settings.fixed_steps)
+        for task in sim.window():
+            dispatch = fixed_dispatch(sim, task, steps, self.settings.fixed_gang_size)
+            if dispatch is not None:
+                return dispatch
+        return None
+
+
+class GreedyScheduler(Scheduler):
+    """Myopic reward maximiser: the dispatch with the highest immediate reward
+    (``sim.preview(d).reward``: latency term, quality, deadline penalty, with the
+    cold start / reload the gang really pays).
+
+    Searches every dispatchable window task x every gang it can start on now (the
+    candidate gangs of every feasible size, which contain a shortest-duration gang of
+    each size, see the module docstring) x every steps value. Ties (within 1e-9): lower task id, then fewer servers, then fewer
+    steps. Never waits. (Unlike the reference implementation's greedy, which swapped
+    action fields and ignored gang size and reload.)
+    """
+
+    name: ClassVar[str] = "greedy"
+    TOLERANCE: ClassVar[float] = 1e-9
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.cache = TimingCache()
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        best: Dispatch | None = None
+        best_reward = -math.inf
+        best_key: tuple = ()
+        for task in sorted(sim.dispatchable(), key=lambda t: t.task_id):
+            for gang, timing in free_candidates(sim, task, self.cache):
+                size = len(gang)
+                for steps, reward in rewards_by_steps(sim, task, timing):
+                    key = (task.task_id, size, steps, gang)
+                    better = reward > best_reward + self.TOLERANCE
+                    tied = abs(reward - best_reward) <= self.TOLERANCE and key < best_key
+                    if better or tied:
+                        best = Dispatch(task.task_id, steps, gang)
+                        best_reward, best_key = reward, key
+        return best
+
+
+class EftOption:
+    """EFT: one way to run a task: its gang and its start and finish times."""
+
+    __slots__ = ("finish", "gang", "start")
+
+    def __init__(self, gang: Gang, start: float, finish: float) -> None:
+        self.gang, self.start, self.finish = gang, start, finish
+
+    def key(self) -> tuple:
+        return (self.finish, self.start, len(self.gang), self.gang)
+
+
+class EarliestFinishTimeScheduler(Scheduler):
+    """Earliest finish time: min-min list scheduling over the queue window.
+
+    Steps are fixed to ``sim.quality.fewest_steps_reaching(settings.target_quality)``.
+    Each server is available at ``now`` if free, else at its ``busy_until``. A task's
+    finish time on a gang is ``max(members' availability) + duration(steps)``, where
+    the duration includes the cold starts that current residency implies. Gangs
+    considered, busy servers included, are those of ``sim.placement.options``:
+
+    - edge: for every allowed size and every availability threshold, the candidate
+      gangs (module docstring) among the capable servers available by then; this is
+      exact over all subsets.
+    - paper: the rule's gang now (warm or cold), every intact warm group of the
+      task's size at the time its last member frees up (a warm start; a busy group
+      may finish earliest), and a cold start on the first servers to become available.
+
+    Min-min: pick the (task, gang) with the earliest finish (ties: earlier arrival,
+    lower id). If it can start now, dispatch it; otherwise reserve its gang until its
+    finish (those servers become available only then), drop the task, and repeat with
+    the rest of the window. If no task can start now, wait; if waiting is impossible
+    (``sim.next_event_time() is None``), dispatch the option that finishes earliest
+    among those that can start now.
+    """
+
+    name: ClassVar[str] = "eft"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.cache = TimingCache()
+
+    def steps(self, sim: Simulator) -> int:
+        preset = sim.preset
+        return sim.quality.fewest_steps_reaching(
+            self.settings.target_quality, preset.min_steps, preset.max_steps
+        )
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        steps = self.steps(sim)
+        now = sim.now
+        avail = [now if s.task_id is None else max(now, s.busy_until) for s in sim.servers]
+        reserved: set[int] = set()
+        remaining = list(sim.window())
+        best_of: dict[tuple, EftOption | None] = {}
+        while remaining:
+            chosen: tuple | None = None
+            for task in remaining:
+                combo = self._combo(task)
+                if combo not in best_of:
+                    best_of[combo] = self.earliest_option(sim, task, steps, avail, reserved)
+                option = best_of[combo]
+                if option is None:
+                    continue
+                key = (option.finish, task.arrival, task.task_id)
+                if chosen is None or key < chosen[0]:
+                    chosen = (key, task, option)
+            if chosen is None:
+                break
+            _, task, option = chosen
+            if self._startable(sim, option, reserved):
+                return self._dispatch(sim, task, steps, option)
+            for server_id in option.gang:
+                avail[server_id] = option.finish
+            reserved.update(option.gang)
+            remaining.remove(task)
+            members = set(option.gang)
+            for combo, other in list(best_of.items()):
+                if other is not None and members.intersection(other.gang):
+                    del best_of[combo]
+        if sim.next_event_time() is not None:
+            return None
+        return self._fallback(sim, steps)
+
+    @staticmethod
+    def _combo(task: Task) -> tuple:
+        """Tasks with equal combos have the same options."""
+        return (task.model, task.resolution, task.gang_size)
+
+    def _startable(
+        self, sim: Simulator, option: EftOption, reserved: set[int] | frozenset[int]
+    ) -> bool:
+        return option.start <= sim.now and all(
+            sim.servers[i].task_id is None and i not in reserved for i in option.gang
+        )
+
+    def _dispatch(self, sim: Simulator, task: Task, steps: int, option: EftOption) -> Dispatch:
+        return Dispatch(task.task_id, steps, option.gang)
+
+    def _fallback(self, sim: Simulator, steps: int) -> Dispatch | None:
+        now = sim.now
+        avail = [now if s.task_id is None else math.inf for s in sim.servers]
+        best = None
+        for task in sim.dispatchable():
+            option = self.earliest_option(sim, task, steps, avail, set())
+            if option is not None and self._startable(sim, option, set()):
+                key = (option.finish, task.arrival, task.task_id)
+                if best is None or key < best[0]:
+                    best = (key, task, option)
+        return None if best is None else self._dispatch(sim, best[1], steps, best[2])
+
+    def earliest_option(
+        self,
+        sim: Simulator,
+        task: Task,
+        steps: int,
+        avail: list[float] | None = None,
+        reserved: set[int] | frozenset[int] = frozenset(),
+    ) -> EftOption | None:
+        """The way to run ``task`` with ``steps`` that finishes earliest, given each
+        server's availability (default: now if free, else its ``busy_until``) and the
+        servers reserved by earlier min-min picks; None if there is none."""
+        if avail is None:
+            avail = [
+                sim.now if s.task_id is None else max(sim.now, s.busy_until) for s in sim.servers
+            ]
+        options = [
+            EftOption(
+                option.gang,
+                option.start,
+                option.start + self.cache.timing(sim, task, option.gang, option.warm).duration(steps),
+            )
+            for option in sim.placement.options(task, avail, set(reserved))
+        ]
+        finite = [option for option in options if option.start < math.inf]
+        return min(finite, key=EftOption.key) if finite else None
+
+
+class WarmFirstScheduler(Scheduler):
+    """Model affinity: avoid cold starts, unless the warm servers cannot keep up. Fixed steps.
+
+    1. The oldest window task that can start now on a warm gang: paper, the
+       simulator's rule returns a warm group of the task's size; edge, for the largest
+       allowed size ``k' <=`` its fixed gang size with ``k'`` free servers holding the
+       model, those of them in affinity order.
+    2. Otherwise take the oldest task X that can start now at its fixed gang size k.
+       Wait (None) if the warm gangs become free sooner than a cold start takes, for X
+       and for the queue behind it; else dispatch X cold, on the servers in affinity
+       order. "Sooner": the window tasks that need the same warm gangs (paper: same
+       gang size; edge: same model), X first, are list-scheduled on them (each takes
+       the earliest free warm gang of k, paper: the earliest group of size k, edge: the
+       k earliest servers holding the model, and holds it for its warm duration), and
+       the last of them starts before ``now`` + the cold start (paper: ``reload_s[k]``;
+       edge: the model's cold start). With X alone this is the plain affinity rule
+       ``busy_warm_group_free_at(k) - now < reload_s[k]`` (paper), or the k-th
+       earliest availability among the servers holding the model minus now below the
+       cold start (edge); the backlog term stops every task of a model from queueing
+       behind one warm server while others idle (``sim.placement.warm_units``). Never
+       waits when no event is pending.
+    3. If no task can start at its fixed gang size, wait.
+    """
+
+    name: ClassVar[str] = "warm_first"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.cache = TimingCache()
+
+    def _warm_dispatch(self, sim: Simulator, task: Task, steps: int) -> Dispatch | None:
+        target = fixed_gang_size(sim, task, self.settings.fixed_gang_size)
+        order = affinity_order(sim, task, capable_servers(sim, task, free_only=True))
+        sizes = sorted((k for k in sim.placement.gang_sizes(task) if k <= target), reverse=True)
+        for size in sizes:
+            gang = sim.placement.warm_gang(task, size, order)
+            if gang is not None:
+                return Dispatch(task.task_id, steps, gang)
+        return None
+
+    def _warm_soon(self, sim: Simulator, task: Task, steps: int) -> bool:
+        """The warm gangs serve ``task`` and the same-need tasks behind it, each starting
+        sooner than a cold start would take (see the class docstring)."""
+        now = sim.now
+        window = sim.window()
+        queued = window[window.index(task) :]
+        size = fixed_gang_size(sim, task, self.settings.fixed_gang_size)
+        units = sim.placement.warm_units(task, size)
+        cold = sim.latency.cold_start_s(task.model, size)
+        line = [t for t in queued if units.same_need(t)]
+        slots, width, gang = list(units.free_at), units.width, units.gang
+        durations = []
+        if gang is not None:
+            warm = [True] * len(gang)
+            durations = [self.cache.timing(sim, t, gang, warm).duration(steps) for t in line]
+        if len(slots) < width:
+            return False
+        slots.sort()
+        start = now
+        for duration in durations:
+            start = slots[width - 1]
+            if start - now >= cold:
+                return False
+            slots = sorted([start + duration] * width + slots[width:])
+        return start - now < cold
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        steps = clip_steps(sim, self.settings.fixed_steps)
+        window = sim.window()
+        for task in window:
+            dispatch = self._warm_dispatch(sim, task, steps)
+            if dispatch is not None:
+                return dispatch
+        for task in window:
+            dispatch = fixed_dispatch(sim, task, steps, self.settings.fixed_gang_size)
+            if dispatch is None:
+                continue
+            if sim.next_event_time() is not None and self._warm_soon(sim, task, steps):
+                return None
+            return dispatch
+        return None
+
+
+class EdfScheduler(Scheduler):
+    """Earliest deadline first, maximising quality within the deadline.
+
+    Task: the dispatchable window task with the earliest absolute deadline (ties and
+    no deadline: FIFO order). For each gang it can start on now (the candidate gangs of
+    every feasible size; paper: the rule's), the steps are
+    the best-quality steps (ties: fewer steps) whose finish meets the deadline; with
+    the eat_reference curve, which peaks at 30, that is the most steps up to 30. The
+    gang: one that meets the deadline at the best quality, then the earliest finish,
+    then fewer servers. If no gang meets the deadline at any steps, use ``min_steps``
+    on the gang that finishes earliest. Never waits.
+    """
+
+    name: ClassVar[str] = "edf"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.cache = TimingCache()
+
+    def decide(self, sim: Simulator) -> Dispatch | None:
+        tasks = sim.dispatchable()
+        if not tasks:
+            return None
+        task = min(tasks, key=lambda t: t.deadline)  # min keeps the first (oldest) on ties
+        best: tuple | None = None
+        for gang, timing in free_candidates(sim, task, self.cache):
+            meeting = [
+                steps
+                for steps in steps_range(sim)
+                if sim.now + timing.duration(steps) <= task.deadline
+            ]
+            if meeting:
+                steps = max(meeting, key=lambda s: (sim.quality(s), -s))
+                missed, quality = False, sim.quality(steps)
+            else:
+                steps, missed, quality = sim.preset.min_steps, True, 0.0
+            finish = sim.now + timing.duration(steps)
+            key = (missed, -quality, finish, len(gang), gang)
+            if best is None or key < best[0]:
+                best = (key, Dispatch(task.task_id, steps, gang))
+        return None if best is None else best[1]
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    cls.name: cls
+    for cls in (
+        RandomScheduler,
+        FifoScheduler,
+        FirstFitScheduler,
+        GreedyScheduler,
+        EarliestFinishTimeScheduler,
+        WarmFirstScheduler,
+        EdfScheduler,
+    )
+}
+
+
+def make_scheduler(name: str, settings: SchedulerSettings) -> Scheduler:
+    """A heuristic scheduler by its name in :data:`SCHEDULERS`."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+    return SCHEDULERS[name](settings)
+
+
+__all__ = [
+    "SCHEDULERS",
+    "EarliestFinishTimeScheduler",
+    "EdfScheduler",
+    "FifoScheduler",
+    "FirstFitScheduler",
+    "GreedyScheduler",
+    "RandomScheduler",
+    "TimingCache",
+    "WarmFirstScheduler",
+    "affinity_order",
+    "candidate_gangs",
+    "fixed_gang_size",
+    "make_scheduler",
+    "rewards_by_steps",
+]

@@ -1,0 +1,298 @@
+"""The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep.
+
+Heuristics run every test seed (``seeds.test[:evaluate.n_seeds]``) at every rate, on
+identical workloads; the learned agents (:data:`eat.schedulers.rl.AGENTS`) run from the
+``train`` stage's models, every training seed on the same test seeds, and get crossed
+bootstrap intervals (:mod:`eat.evaluation.trained`).
+
+:func:`evaluate_preset` computes one preset's episodes, task records and aggregate;
+:func:`learned_reports` the comparisons of the learned agents (reduction of ``eat``
+against every other scheduler, the structural floor of ``paper``, the ablation);
+:func:`run` writes them, draws the figures and returns the DVC metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eat.evaluation import figures, trained
+from eat.evaluation.metrics import aggregate, metrics_json, reduction_table
+from eat.evaluation.runner import EpisodeResult, sweep, warm_floor_latency
+from eat.params import Params
+from eat.schedulers import make_scheduler
+from eat.schedulers.rl import AGENTS
+from eat.sim.simulator import Simulator
+from eat.stages.common import setup_logging, write_csv, write_json
+from eat.stages.paths import Paths
+
+log = logging.getLogger(__name__)
+
+#: Metrics written to reports/metrics.json for every preset/scheduler/rate.
+REPORTED_METRICS = [
+    "latency_mean",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "waiting_mean",
+    "cold_starts_per_task",
+    "quality_mean",
+    "reward_mean",
+    "deadline_attainment",
+    "utilisation",
+    "decision_ms_mean",
+]
+ABLATION_BASE = {"eat": "eat: attention + diffusion K=10", "d2sac": "MLP + diffusion K=10"}
+
+
+@dataclass
+class PresetEvaluation:
+    """Everything :func:`evaluate_preset` computes for one preset."""
+
+    name: str
+    episodes: pd.DataFrame
+    """One row of metrics per episode (agents: per training seed too)."""
+    tasks: pd.DataFrame
+    """Every task record, with preset, scheduler, rate and seed columns."""
+    aggregated: pd.DataFrame
+    """Means and 95% intervals per scheduler and rate."""
+    floor: pd.DataFrame
+    """The warm floor: mean latency if every task ran at once, warm, on its fastest gang."""
+    results: dict[tuple[str, float, int], EpisodeResult] = field(repr=False)
+    """The heuristics' raw episodes, by (scheduler, rate, seed)."""
+
+
+def evaluate_preset(
+    params: Params, name: str, models_dir: Path, *, progress: bool = True
+) -> PresetEvaluation:
+    """Every scheduler of ``evaluate.schedulers`` on preset ``name`` (module docstring)."""
+    config = params.evaluate
+    preset = params.env.preset(name)
+    rates = config.rates[name]
+    seeds = params.seeds.test[: config.n_seeds]
+    heuristics = [scheduler for scheduler in config.schedulers if scheduler not in AGENTS]
+    agents = [scheduler for scheduler in config.schedulers if scheduler in AGENTS]
+    started = time.perf_counter()
+    episodes, tasks, results = sweep(
+        name,
+        preset,
+        heuristics,
+        lambda scheduler: make_scheduler(scheduler, params.schedulers),
+        rates,
+        seeds,
+        progress=progress,
+    )
+    log.info("preset %s: %d episodes in %.1f s", name, len(episodes), time.perf_counter() - started)
+    aggregated = aggregate(
+        episodes, confidence=config.confidence, n_resamples=config.bootstrap_resamples, seed=seeds[0]
+    )
+    if agents:
+        metric_columns = [
+            column.removesuffix("_ci_low")
+            for column in aggregated.columns[aggregated.columns.str.endswith("_ci_low")]
+        ]
+        train_seeds = params.seeds.train[: params.train.n_seeds]
+        agent_episodes, agent_tasks = [], []
+        for agent in agents:
+            started = time.perf_counter()
+            frame, task_frame = trained.evaluate_trained(
+                name, preset, agent, models_dir, train_seeds, rates, seeds, progress=progress
+            )
+            log.info(
+                "preset %s: %s, %d episodes in %.1f s",
+                name,
+                agent,
+                len(frame),
+                time.perf_counter() - started,
+            )
+            agent_episodes.append(frame)
+            agent_tasks.append(task_frame)
+        agent_frame = pd.concat(agent_episodes, ignore_index=True)
+        crossed = trained.aggregate_crossed(
+            agent_frame,
+            metric_columns,
+            confidence=config.confidence,
+            n_resamples=config.bootstrap_resamples,
+            seed=seeds[0],
+        )
+        aggregated = pd.concat([aggregated, crossed], ignore_index=True)
+        episodes = pd.concat([episodes, agent_frame], ignore_index=True)
+        tasks = pd.concat([tasks, *agent_tasks], ignore_index=True)
+    floor = pd.DataFrame(
+        {
+            "preset": name,
+            "rate": rates,
+            "latency_mean": [
+                float(
+                    np.mean(
+                        [
+                            warm_floor_latency(preset, rate, seed, params.schedulers.fixed_steps)
+                            for seed in seeds
+                        ]
+                    )
+                )
+                for rate in rates
+            ],
+        }
+    )
+    return PresetEvaluation(name, episodes, tasks, aggregated, floor, results)
+
+
+@dataclass
+class LearnedReports:
+    """The comparisons of the learned agents (:func:`learned_reports`)."""
+
+    reductions: pd.DataFrame
+    """``eat`` against every other scheduler per preset and rate."""
+    structural_floor: pd.DataFrame | None
+    """``paper``: what no scheduler can remove, for the steps ``eat`` chose."""
+    ablation: pd.DataFrame | None
+    """The ablation variants beside ``eat`` and ``d2sac``, crossed intervals."""
+    ablation_labels: dict[str, str]
+
+
+def learned_reports(
+    params: Params,
+    evaluations: dict[str, PresetEvaluation],
+    models_dir: Path,
+    *,
+    progress: bool = True,
+) -> LearnedReports:
+    """Reduction table, structural floor and ablation (module docstring)."""
+    config = params.evaluate
+    seeds = params.seeds.test[: config.n_seeds]
+    reductions = pd.concat(
+        [reduction_table(evaluation.aggregated, name) for name, evaluation in evaluations.items()],
+        ignore_index=True,
+    )
+    floor = None
+    if "paper" in evaluations:
+        preset = params.env.preset("paper")
+        tasks = evaluations["paper"].tasks
+        eat_tasks = tasks[tasks["scheduler"] == "eat"]
+        rows = []
+        for rate in config.rates["paper"]:
+            per_seed = [
+                trained.paper_structural_floor(preset, group[group["rate"] == rate], rate, seeds)
+                for _, group in eat_tasks.groupby("train_seed")
+            ]
+            rows.append(pd.DataFrame(per_seed).mean().to_dict())
+        floor = pd.DataFrame(rows)
+    ablation = params.train.ablation
+    labels: dict[str, str] = dict(ABLATION_BASE)
+    if ablation is None or ablation.preset not in evaluations:
+        return LearnedReports(reductions, floor, None, labels)
+    name = ablation.preset
+    preset = params.env.preset(name)
+    rates = config.rates[name]
+    train_seeds = params.seeds.train[: ablation.n_seeds]
+    episodes = evaluations[name].episodes
+    frames = [
+        episodes[
+            episodes["scheduler"].isin(list(ABLATION_BASE))
+            & episodes["train_seed"].isin(train_seeds)
+        ]
+    ]
+    for variant, spec in ablation.variants.items():
+        frame, _ = trained.evaluate_trained(
+            name, preset, variant, models_dir, train_seeds, rates, seeds, progress=progress
+        )
+        frames.append(frame)
+        actor = "diffusion" if spec.actor == "diffusion" else "Gaussian"
+        steps = f" K={spec.denoising_steps}" if spec.actor == "diffusion" else ""
+        start = ", no BC warm start" if spec.init == "scratch" else ""
+        labels[variant] = f"{spec.encoder} + {actor}{steps}{start}"
+    result = trained.aggregate_crossed(
+        pd.concat(frames, ignore_index=True),
+        ["reward_mean", "latency_mean", "quality_mean", "decision_ms_mean"],
+        confidence=config.confidence,
+        n_resamples=config.bootstrap_resamples,
+        seed=seeds[0],
+    )
+    return LearnedReports(
+        reductions, floor, result.assign(label=result["scheduler"].map(labels)), labels
+    )
+
+
+def metrics(aggregated: pd.DataFrame) -> dict[str, Any]:
+    """The DVC metrics: one entry per ``preset/scheduler/rate``."""
+    entries = metrics_json(aggregated, REPORTED_METRICS)
+    if "n_train_seeds" in aggregated.columns:
+        for record in aggregated.dropna(subset=["n_train_seeds"]).to_dict("records"):
+            key = f"{record['preset']}/{record['scheduler']}/{float(record['rate']):g}"
+            entries[key]["n_train_seeds"] = int(record["n_train_seeds"])
+    return entries
+
+
+def draw(params: Params, evaluation: PresetEvaluation, plots: Path) -> None:
+    """The figures of one preset (and the Gantt chart of ``evaluate.gantt``)."""
+    name, aggregated = evaluation.name, evaluation.aggregated
+    rates = params.evaluate.rates[name]
+    figures.latency_vs_rate(
+        aggregated, name, floor=evaluation.floor, path=plots / f"{name}_latency_vs_rate.png"
+    )
+    figures.quality_vs_rate(aggregated, name, path=plots / f"{name}_quality_vs_rate.png")
+    figures.latency_quality_scatter(aggregated, name, path=plots / f"{name}_latency_quality.png")
+    middle = rates[len(rates) // 2]
+    figures.latency_cdf(evaluation.tasks, name, middle, path=plots / f"{name}_latency_cdf.png")
+    gantt = params.evaluate.gantt
+    key = (gantt.scheduler, gantt.rate, params.seeds.test[0])
+    if gantt.preset == name and key in evaluation.results:
+        result = evaluation.results[key]
+        labels = [
+            f"{i}: {gpu}"
+            for i, (gpu, _, _) in enumerate(Simulator(params.env.preset(name)).server_specs)
+        ]
+        figures.gantt(
+            result.segments,
+            result.tasks,
+            n_servers=result.n_servers,
+            server_labels=labels,
+            title=f"{name}: {gantt.scheduler} at {gantt.rate:g} tasks/s, seed {key[2]}",
+            path=plots / "gantt.png",
+        )
+
+
+def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
+    """Evaluate every preset; write tables, figures and ``reports/metrics.json``."""
+    stage = paths.evaluate
+    setup_logging(stage.log)
+    evaluations = {
+        name: evaluate_preset(params, name, paths.models, progress=progress)
+        for name in params.env.presets
+    }
+    plots = stage.artifacts / "plots"
+    for name, evaluation in evaluations.items():
+        draw(params, evaluation, plots)
+        wide = evaluation.aggregated.pivot(index="rate", columns="scheduler", values="latency_mean")
+        write_csv(wide.reset_index(), stage.results / "plots" / f"{name}_latency_vs_rate.csv")
+    aggregated = pd.concat([e.aggregated for e in evaluations.values()], ignore_index=True)
+    write_csv(aggregated, stage.results / "aggregate.csv")
+    write_csv(
+        pd.concat([e.floor for e in evaluations.values()], ignore_index=True),
+        stage.results / "warm_floor.csv",
+    )
+    write_csv(
+        pd.concat([e.episodes for e in evaluations.values()], ignore_index=True),
+        stage.artifacts / "episodes.csv",
+    )
+    tasks = pd.concat([e.tasks for e in evaluations.values()], ignore_index=True)
+    stage.artifacts.mkdir(parents=True, exist_ok=True)
+    tasks.to_csv(stage.artifacts / "tasks.csv.gz", index=False)
+    if "eat" in params.evaluate.schedulers:
+        reports = learned_reports(params, evaluations, paths.models, progress=progress)
+        write_csv(reports.reductions, stage.results / "eat_vs_baselines.csv")
+        if reports.structural_floor is not None:
+            write_csv(reports.structural_floor, stage.results / "paper_structural_floor.csv")
+        if reports.ablation is not None:
+            write_csv(reports.ablation, stage.results / "ablation.csv")
+            figures.ablation_figure(reports.ablation, reports.ablation_labels, plots / "ablation.png")
+    entries = metrics(aggregated)
+    write_json(stage.metrics, entries)
+    return entries

@@ -1,0 +1,85 @@
+"""The ``train`` stage: every run of ``params.train`` (:mod:`eat.training.matrix`).
+
+:func:`train` trains the runs into ``models/`` and returns the run table and the
+validation curves; :func:`summarise` turns them into the stage's metrics; :func:`run`
+writes the run table, the curves (CSV for ``dvc plots``) and the figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eat.params import Params
+from eat.stages.common import setup_logging, write_csv, write_json
+from eat.stages.paths import Paths, model_dir
+from eat.training.figures import training_curves
+from eat.training.loop import CURVES_FILE
+from eat.training.matrix import train_matrix
+
+
+@dataclass
+class Training:
+    """What :func:`train` returns."""
+
+    runs: pd.DataFrame
+    """One row per run: its summary (wall time, decisions, validation rewards)."""
+    curves: pd.DataFrame
+    """Every run's validation curve, with preset, agent and seed columns."""
+    wall_s: float
+
+
+def train(params: Params, models: Path, *, progress: bool = True) -> Training:
+    """Train every run into ``models`` (``models/<preset>/<agent>/seed<seed>``)."""
+    runs = train_matrix(params, models, progress=progress)
+    curves = [
+        pd.read_csv(
+            model_dir(models, record["preset"], record["agent"], record["seed"]) / CURVES_FILE
+        ).assign(**{key: record[key] for key in ("preset", "agent", "seed")})
+        for record in runs.to_dict("records")
+    ]
+    return Training(runs, pd.concat(curves, ignore_index=True), runs.attrs["wall_s"])
+
+
+def summarise(training: Training) -> dict[str, Any]:
+    """The stage's metrics: per preset and agent, the mean over seeds."""
+    runs = training.runs
+    summary: dict[str, Any] = {"wall_s": training.wall_s, "runs": len(runs)}
+    for (preset, agent), frame in runs.groupby(["preset", "agent"]):
+        summary[f"{preset}/{agent}"] = {
+            "n_seeds": len(frame),
+            "wall_s_mean": float(frame["wall_s"].mean()),
+            "wall_s_max": float(frame["wall_s"].max()),
+            "val_reward": float(frame["val_reward"].mean()),
+            "val_latency": float(frame["val_latency"].mean()),
+            "val_quality": float(frame["val_quality"].mean()),
+            "bc_val_reward": (
+                float(frame["bc_val_reward"].mean())
+                if frame["bc_val_reward"].notna().all()
+                else None
+            ),
+        }
+    return summary
+
+
+def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
+    """Train, then write the run table, curves, figures and the summary."""
+    stage = paths.train
+    setup_logging(stage.log)
+    training = train(params, paths.models, progress=progress)
+    write_csv(training.runs, stage.results / "runs.csv")
+    write_csv(training.curves, stage.artifacts / "curves.csv")
+    for preset, frame in training.curves.groupby("preset"):
+        for metric in ("val/reward", "val/latency"):
+            wide = frame.pivot_table(index="global_step", columns="agent", values=metric)
+            write_csv(
+                wide.reset_index(),
+                stage.results / "plots" / f"{preset}_{metric.split('/')[1]}_curve.csv",
+            )
+        training_curves(frame, str(preset), path=stage.artifacts / f"{preset}_training.png")
+    summary = summarise(training)
+    write_json(stage.metrics, summary)
+    return summary

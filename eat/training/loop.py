@@ -1,0 +1,505 @@
+"""Train the learned schedulers: one run per (preset, agent, seed), and the matrix of runs.
+
+One run (:func:`train_run`) is CleanRL's loop around :class:`~eat.schedulers.rl.sac.SAC`:
+
+1. seeding in one place (:func:`~eat.schedulers.rl.sac.seed_everything`, then
+   ``env.reset(seed=seed)`` and ``action_space.seed(seed)``); every training workload
+   comes from the environment's generator, which no validation or test workload uses
+   (those are ``episode_rngs(seed)`` of ``seeds.validation`` / ``seeds.test``);
+2. ``init: bc`` (optional warm start from demonstrations): ``demo_episodes`` episodes
+   driven by the teacher heuristic go into the replay buffer with their actions as
+   demonstrations (``Encoder.encode``), then ``bc_updates`` steps of behaviour cloning
+   of the actor and as many critic-only steps (policy evaluation of the cloned actor);
+   ``init: scratch``: ``learning_starts`` decisions with uniformly random actions;
+3. SAC: act (sampled actions), label the state with the teacher's decision when
+   ``bc_weight > 0``, store time-aware n-step transitions, update
+   ``updates_per_step`` times per decision;
+4. every ``eval_every`` decisions: deterministic validation episodes on
+   ``seeds.validation`` at every training rate (simulator reward, latency, quality);
+   the best policy by ``select_by`` is the run's output;
+5. at the end of an episode, at most every ``checkpoint_every`` decisions, a
+   resumable checkpoint (networks, optimisers, replay buffer and every random state)
+   is written; a run started again resumes from it and ends exactly as an
+   uninterrupted one (tested).
+
+The matrix of runs (every agent x preset x seed and the ablation variants) is
+:mod:`eat.training.matrix`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from eat.devices import resolve_device
+from eat.evaluation.runner import run_episode, scheduler_rng
+from eat.params import HYPERPARAMETERS, Params, PresetConfig, SACConfig, SchedulerSettings
+from eat.schedulers import make_scheduler
+from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl.agent import RLScheduler, build_actor, save_actor
+from eat.schedulers.rl.sac import (
+    SAC,
+    NStepAccumulator,
+    ReplayBuffer,
+    seed_everything,
+)
+from eat.sim.env import ENV_ID, EdgeClusterEnv
+
+log = logging.getLogger(__name__)
+
+RESUME_FILE = "resume.pt"
+CURVES_FILE = "curves.csv"
+EPISODES_FILE = "episodes.csv"
+SUMMARY_FILE = "summary.json"
+
+
+# ---------------------------------------------------------------------------
+# Run specifications
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunSpec:
+    """Everything one training run needs (picklable: it travels to Ray workers)."""
+
+    agent: str
+    """Agent name (``eat``, ``d2sac``, ``sac``) or ablation variant name."""
+    preset_name: str
+    preset: PresetConfig
+    config: SACConfig
+    rates: list[float]
+    validation_seeds: list[int]
+    teacher: str | None
+    settings: SchedulerSettings
+    select_by: str
+    checkpoint_every: int
+    torch_threads: int
+
+    @property
+    def run_name(self) -> str:
+        """CleanRL's ``{env_id}__{exp_name}__{seed}`` (no wall time: outputs stay
+        deterministic)."""
+        return f"{ENV_ID}__{self.preset_name}-{self.agent}__{self.config.seed}"
+
+    @property
+    def relative_dir(self) -> Path:
+        return Path(self.preset_name) / self.agent / f"seed{self.config.seed}"
+
+    def cost(self) -> float:
+        """Rough relative cost, to start the longest runs first."""
+        c = self.config
+        per_update = (4.0 if c.encoder == "attention" else 1.0) * (
+            1.0 + (0.3 * c.denoising_steps if c.actor == "diffusion" else 0.0)
+        )
+        return c.total_steps * (c.updates_per_step * per_update + 1.0)
+
+
+def sac_config(params: Params, preset: str, seed: int, overrides: dict[str, Any]) -> SACConfig:
+    """The :class:`SACConfig` of one run: ``params.train`` resolved for one preset, with
+    the agent's (or ablation variant's) ``overrides``."""
+    train = params.train
+    values: dict[str, Any] = {name: train.resolve(name, preset) for name in HYPERPARAMETERS}
+    values.update(overrides)
+    return SACConfig(seed=seed, device=resolve_device(train.device), **values)
+
+
+def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSpec]:
+    """Every run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``, then
+    the ablation variants on their preset. Training episodes draw their arrival rate
+    from the preset's evaluation sweep (``evaluate.rates``); the workloads differ."""
+    train = params.train
+    validation = params.seeds.validation[: train.validation_seeds]
+    runs: list[tuple[str, str, int, dict[str, Any]]] = []
+    for preset in train.presets:
+        for agent in train.agents:
+            for seed in params.seeds.train[: train.n_seeds]:
+                runs.append((agent, preset, seed, dict(AGENTS[agent])))
+    ablation = train.ablation
+    if include_ablation and ablation is not None:
+        for variant, override in ablation.variants.items():
+            for seed in params.seeds.train[: ablation.n_seeds]:
+                runs.append((variant, ablation.preset, seed, override.model_dump()))
+    specs = []
+    for agent, preset, seed, overrides in runs:
+        specs.append(
+            RunSpec(
+                agent=agent,
+                preset_name=preset,
+                preset=params.env.preset(preset),
+                config=sac_config(params, preset, seed, overrides),
+                rates=list(params.evaluate.rates[preset]),
+                validation_seeds=list(validation),
+                teacher=train.teacher[preset],
+                settings=params.schedulers,
+                select_by=train.select_by,
+                checkpoint_every=train.checkpoint_every,
+                torch_threads=train.torch_threads,
+            )
+        )
+    return specs
+
+
+# ---------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What a run hands back to the driver (the files are written from it)."""
+
+    spec: RunSpec
+    actor_state: dict[str, torch.Tensor]
+    shapes: dict[str, int]
+    curves: pd.DataFrame
+    episodes: pd.DataFrame
+    summary: dict[str, Any]
+
+
+@dataclass
+class Progress:
+    """Counters of a run (saved in the resumable checkpoint)."""
+
+    global_step: int = 0
+    episode: int = 0
+    demo_done: bool = False
+    update_budget: float = 0.0
+    last_checkpoint_step: int = 0
+    next_eval_step: int = 0
+    best_score: float = -float("inf")
+    best_step: int = -1
+    wall_s: float = 0.0
+    curves: list[dict] = field(default_factory=list)
+    episodes: list[dict] = field(default_factory=list)
+
+
+def validate(actor: torch.nn.Module, spec: RunSpec, device: str) -> dict[str, float]:
+    """Deterministic episodes on the validation seeds at every training rate."""
+    was_training = actor.training  # before RLScheduler, which puts the actor in eval mode
+    scheduler = RLScheduler(actor, spec.agent, device)
+    rewards, latencies, qualities = [], [], []
+    for rate in spec.rates:
+        for seed in spec.validation_seeds:
+            tasks = run_episode(spec.preset, scheduler, rate, seed).tasks
+            rewards.append(tasks["reward"].mean())
+            latencies.append(tasks["latency"].mean())
+            qualities.append(tasks["quality"].mean())
+    actor.train(was_training)
+    return {
+        "val/reward": float(np.mean(rewards)),
+        "val/latency": float(np.mean(latencies)),
+        "val/quality": float(np.mean(qualities)),
+    }
+
+
+def _as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
+    return torch.as_tensor(array, device=device).unsqueeze(0)
+
+
+def _save_resume(
+    path: Path,
+    sac: SAC,
+    buffer: ReplayBuffer,
+    env: EdgeClusterEnv,
+    rng: np.random.Generator,
+    progress: Progress,
+    best_actor: dict | None,
+) -> None:
+    state = {
+        "sac": sac.state_dict(),
+        "buffer": buffer.state_dict(),
+        "env_rng": env.np_random.bit_generator.state,
+        "action_space_rng": env.action_space.np_random.bit_generator.state,
+        "rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "python_rng": random.getstate(),
+        "progress": asdict(progress),
+        "best_actor": best_actor,
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
+
+
+def train_run(
+    spec: RunSpec,
+    *,
+    checkpoint_dir: Path | None = None,
+    progress_bar: bool = False,
+    stop_after_episodes: int | None = None,
+) -> RunResult:
+    """Train one agent (module docstring). With ``checkpoint_dir``, resume from its
+    checkpoint if there is one and write checkpoints there. ``stop_after_episodes``
+    stops early after that many SAC episodes (with a checkpoint), as an interruption
+    would."""
+    config = spec.config
+    device = config.device
+    torch.set_num_threads(spec.torch_threads)
+    started = time.perf_counter()
+
+    # 1. seeding, in one place
+    rng = seed_everything(config.seed, device)
+    env = EdgeClusterEnv(spec.preset, rate=spec.rates)
+    obs, info = env.reset(seed=config.seed)
+    env.action_space.seed(config.seed)
+    n_tokens, in_features = obs.shape
+    action_size = int(env.action_space.shape[0])
+    shapes = {"n_tokens": n_tokens, "in_features": in_features, "action_size": action_size}
+    sac = SAC(config, n_tokens, in_features, action_size)
+    buffer = ReplayBuffer(config.buffer_size, obs.shape, action_size, rng)
+    nstep = NStepAccumulator(config.n_step, config.gamma, config.discount_time_s)
+    teacher = make_scheduler(spec.teacher, spec.settings) if spec.teacher else None
+    progress = Progress(next_eval_step=config.eval_every)
+    best_actor: dict | None = None
+    resume_path = checkpoint_dir / RESUME_FILE if checkpoint_dir is not None else None
+
+    if resume_path is not None and resume_path.exists():
+        state = torch.load(resume_path, map_location=device, weights_only=False)
+        sac.load_state_dict(state["sac"])
+        buffer.load_state_dict(state["buffer"])
+        env.np_random.bit_generator.state = state["env_rng"]
+        env.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        progress = Progress(**state["progress"])
+        best_actor = state["best_actor"]
+        obs, info = env.reset()  # checkpoints are taken between episodes
+        log.info("%s: resumed at step %d", spec.run_name, progress.global_step)
+    else:
+        log.info(
+            "%s: hyperparameters\n%s",
+            spec.run_name,
+            "\n".join(f"|{k}|{v}|" for k, v in config.model_dump().items()),
+        )
+
+    def start_teacher() -> None:
+        if teacher is not None:
+            teacher.reset(env.sim, scheduler_rng(teacher.name, progress.episode))
+
+    def teacher_action() -> np.ndarray | None:
+        if teacher is None:
+            return None
+        return env.encoder.encode(teacher.decide(env.sim))
+
+    def store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated):
+        for transition in nstep.push(
+            obs,
+            info["action_mask"].astype(np.float32),
+            action.astype(np.float32),
+            demo,
+            reward * config.reward_scale,
+            info["time"],
+            next_obs,
+            next_info["action_mask"].astype(np.float32),
+            next_info["time"],
+            terminated,
+            truncated,
+        ):
+            buffer.add(transition)
+
+    def batch():
+        return buffer.sample(config.batch_size, device)
+
+    # 2. warm start from the teacher's demonstrations
+    if config.init == "bc" and not progress.demo_done:
+        if teacher is None:
+            raise ValueError(f"{spec.run_name}: init 'bc' needs a teacher (train.teacher)")
+        for _ in range(config.demo_episodes):
+            start_teacher()
+            done = False
+            while not done:
+                action = teacher_action()
+                assert action is not None
+                next_obs, reward, terminated, truncated, next_info = env.step(action)
+                store(obs, info, action, action, reward, next_obs, next_info, terminated, truncated)
+                done = terminated or truncated
+                obs, info = (next_obs, next_info) if not done else env.reset()
+        logs: dict[str, float] = {}
+        for _ in range(config.bc_updates):
+            logs = sac.bc_update(batch())
+        for _ in range(config.critic_warmup_updates):
+            sac.update(batch(), train_actor=False)
+        progress.demo_done = True
+        row = {"global_step": 0, "phase": "bc", **logs, **validate(sac.actor, spec, device)}
+        progress.curves.append(row)
+        if spec.select_by == "reward":  # the clone is a candidate: SAC has to beat it
+            progress.best_score, progress.best_step = row["val/reward"], 0
+            best_actor = copy.deepcopy(sac.actor.state_dict())
+        log.info("%s: behaviour cloning done: %s", spec.run_name, row)
+
+    # 3. SAC
+    start_teacher()
+    window_logs: list[dict[str, float]] = []
+    episode_return, episode_length = 0.0, 0
+    episodes_this_call = 0
+    bar = tqdm(
+        total=config.total_steps,
+        initial=progress.global_step,
+        desc=spec.run_name,
+        disable=not progress_bar,
+    )
+    while progress.global_step < config.total_steps:
+        warming_up = config.init == "scratch" and progress.global_step < config.learning_starts
+        if warming_up:
+            action = env.action_space.sample()
+        else:
+            with torch.no_grad():
+                mask = torch.as_tensor(info["action_mask"], dtype=torch.float32, device=device)
+                out = sac.actor(_as_tensor(obs, device), mask.unsqueeze(0))
+            action = out.action[0].cpu().numpy()
+        demo = teacher_action() if config.bc_weight > 0 else None
+        next_obs, reward, terminated, truncated, next_info = env.step(action)
+        store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated)
+        episode_return += reward
+        episode_length += 1
+        progress.global_step += 1
+        bar.update(1)
+
+        if not warming_up and len(buffer) >= config.batch_size:
+            progress.update_budget += config.updates_per_step
+            while progress.update_budget >= 1.0:
+                window_logs.append(sac.update(batch()))
+                progress.update_budget -= 1.0
+
+        # 4. periodic validation; keep the best policy
+        if progress.global_step >= progress.next_eval_step or (
+            progress.global_step == config.total_steps
+        ):
+            progress.next_eval_step += config.eval_every
+            row: dict[str, Any] = {"global_step": progress.global_step, "phase": "sac"}
+            if window_logs:
+                row.update(pd.DataFrame(window_logs).mean().to_dict())
+                window_logs = []
+            recent = progress.episodes[-10:]
+            if recent:
+                row["charts/episodic_return"] = float(
+                    np.mean([e["charts/episodic_return"] for e in recent])
+                )
+            row.update(validate(sac.actor, spec, device))
+            progress.curves.append(row)
+            score = row["val/reward"] if spec.select_by == "reward" else progress.global_step
+            if score > progress.best_score:
+                progress.best_score, progress.best_step = score, progress.global_step
+                best_actor = copy.deepcopy(sac.actor.state_dict())
+            bar.set_postfix(
+                val_reward=f"{row['val/reward']:.2f}", val_latency=f"{row['val/latency']:.1f}"
+            )
+
+        if terminated or truncated:
+            progress.episode += 1
+            episodes_this_call += 1
+            progress.episodes.append(
+                {
+                    "global_step": progress.global_step,
+                    "episode": progress.episode,
+                    "charts/episodic_return": episode_return,
+                    "charts/episodic_length": episode_length,
+                    "charts/rate": info["rate"],
+                }
+            )
+            episode_return, episode_length = 0.0, 0
+            # 5. resumable checkpoint between episodes
+            due = progress.global_step - progress.last_checkpoint_step >= spec.checkpoint_every
+            stopping = stop_after_episodes is not None and episodes_this_call >= stop_after_episodes
+            if resume_path is not None and (due or stopping):
+                progress.last_checkpoint_step = progress.global_step
+                progress.wall_s += time.perf_counter() - started
+                started = time.perf_counter()
+                resume_path.parent.mkdir(parents=True, exist_ok=True)
+                _save_resume(resume_path, sac, buffer, env, rng, progress, best_actor)
+            if stopping:
+                bar.close()
+                raise RunInterrupted(spec.run_name, progress.global_step)
+            obs, info = env.reset()
+            start_teacher()
+        else:
+            obs, info = next_obs, next_info
+    bar.close()
+
+    progress.wall_s += time.perf_counter() - started
+    final_state = best_actor if best_actor is not None else sac.actor.state_dict()
+    curves = pd.DataFrame(progress.curves)
+    last = progress.curves[-1] if progress.curves else {}
+    best = next((c for c in progress.curves if c["global_step"] == progress.best_step), last)
+    summary = {
+        "run_name": spec.run_name,
+        "agent": spec.agent,
+        "preset": spec.preset_name,
+        "seed": config.seed,
+        "device": device,
+        "wall_s": progress.wall_s,
+        "decisions": progress.global_step,
+        "episodes": progress.episode,
+        "updates": sac.n_updates,
+        "best_step": progress.best_step,
+        "val_reward": best.get("val/reward"),
+        "val_latency": best.get("val/latency"),
+        "val_quality": best.get("val/quality"),
+        "final_val_reward": last.get("val/reward"),
+        "bc_val_reward": next(
+            (c["val/reward"] for c in progress.curves if c["phase"] == "bc"), None
+        ),
+    }
+    if resume_path is not None and resume_path.exists():
+        resume_path.unlink()  # the run is complete: its outputs replace the checkpoint
+    return RunResult(
+        spec,
+        {k: v.detach().cpu().clone() for k, v in final_state.items()},
+        shapes,
+        curves,
+        pd.DataFrame(progress.episodes),
+        summary,
+    )
+
+
+class RunInterrupted(RuntimeError):
+    """``stop_after_episodes`` was reached (a checkpoint was written)."""
+
+    def __init__(self, run_name: str, step: int) -> None:
+        super().__init__(f"{run_name} stopped at step {step}; run again to resume")
+
+
+def write_run(result: RunResult, out_dir: Path) -> Path:
+    """Write a run's model, config, curves and summary under ``out_dir``."""
+    spec = result.spec
+    directory = out_dir / spec.relative_dir
+    model = build_actor(spec.config, result.shapes)
+    model.load_state_dict(result.actor_state)
+    save_actor(
+        directory,
+        model,
+        spec.config,
+        result.shapes,
+        agent=spec.agent,
+        preset=spec.preset_name,
+        extra={
+            "run_name": spec.run_name,
+            "teacher": spec.teacher,
+            "rates": spec.rates,
+            "validation_seeds": spec.validation_seeds,
+            "select_by": spec.select_by,
+        },
+    )
+    result.curves.to_csv(directory / CURVES_FILE, index=False)
+    result.episodes.to_csv(directory / EPISODES_FILE, index=False)
+    (directory / SUMMARY_FILE).write_text(json.dumps(result.summary, indent=2) + "\n")
+    return directory
+
+

@@ -1,0 +1,94 @@
+"""Every training run of ``params.train``, in parallel with Ray.
+
+:func:`train_matrix` runs the agents x presets x seeds matrix and the ablation variants
+(:func:`eat.training.loop.resolve_runs`): locally by default (on ``num_cpus`` cores,
+every Ray process listening on 127.0.0.1 only), or on an existing cluster when
+``train.ray_address`` is set (``ray start --head`` there; the output folder must then be
+on storage that every node shares, for the resumable checkpoints; the final models
+travel back to the driver through Ray). ``parallel: serial`` runs them one after another
+in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from eat.distributed import import_ray, start_ray
+from eat.params import Params
+from eat.training.loop import RESUME_FILE, RunResult, RunSpec, resolve_runs, train_run, write_run
+
+
+def _train_task(spec: RunSpec, checkpoint_root: str) -> RunResult:
+    """A Ray task: one run, resuming from its checkpoint if a previous try died
+    (idempotent: a retried task continues where the last checkpoint left it)."""
+    return train_run(spec, checkpoint_dir=Path(checkpoint_root) / spec.relative_dir)
+
+
+def run_matrix(
+    specs: list[RunSpec],
+    out_dir: Path,
+    *,
+    parallel: str,
+    ray_address: str | None,
+    num_cpus: int | None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train every spec and write its outputs; returns the run summaries in spec order."""
+    specs = sorted(specs, key=lambda s: -s.cost())
+    checkpoint_root = out_dir / "_resume"
+    summaries: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(specs), desc="train runs", disable=not progress)
+    if parallel == "serial":
+        for spec in specs:
+            result = _train_task(spec, str(checkpoint_root))
+            write_run(result, out_dir)
+            summaries[spec.run_name] = result.summary
+            bar.update(1)
+    elif parallel == "ray":
+        ray = import_ray()
+        started = start_ray(ray_address, num_cpus=num_cpus)
+        try:
+            task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_train_task)
+            pending = [task.remote(spec, str(checkpoint_root)) for spec in specs]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                result = ray.get(done[0])
+                write_run(result, out_dir)
+                summaries[result.spec.run_name] = result.summary
+                bar.update(1)
+                bar.set_postfix(last=result.spec.run_name, wall=f"{result.summary['wall_s']:.0f}s")
+        finally:
+            if started:
+                ray.shutdown()
+    else:
+        raise ValueError(f"parallel {parallel!r} is not supported; choose one of ['ray', 'serial']")
+    bar.close()
+    if checkpoint_root.exists() and not any(checkpoint_root.rglob(RESUME_FILE)):
+        for directory in sorted(checkpoint_root.rglob("*"), reverse=True):
+            if directory.is_dir():
+                directory.rmdir()
+        checkpoint_root.rmdir()
+    return [summaries[spec.run_name] for spec in sorted(specs, key=lambda s: s.run_name)]
+
+
+def train_matrix(params: Params, out_dir: Path, *, progress: bool = True) -> pd.DataFrame:
+    """Every run of ``params.train`` (the ``train`` stage's computation)."""
+    train = params.train
+    specs = resolve_runs(params)
+    started = time.perf_counter()
+    summaries = run_matrix(
+        specs,
+        out_dir,
+        parallel=train.parallel,
+        ray_address=train.ray_address,
+        num_cpus=train.num_cpus,
+        progress=progress,
+    )
+    frame = pd.DataFrame(summaries)
+    frame.attrs["wall_s"] = time.perf_counter() - started
+    return frame
