@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -70,8 +71,10 @@ def start_ray(
     *,
     object_store_mb: int = 256,
     log_to_driver: bool = False,
+    temp_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Connect to Ray (see the module docstring); a running connection is reused."""
+    """Connect to Ray (see the module docstring); a running connection is reused.
+    ``temp_dir``: the embedded Ray's temporary folder (None: Ray's default)."""
     if not address and "ray" not in sys.modules:
         _loopback_only()  # before ray is imported (see _loopback_only)
     ray = require("ray")
@@ -96,6 +99,7 @@ def start_ray(
                 object_store_memory=object_store_mb * 2**20,
                 namespace=NAMESPACE,
                 log_to_driver=log_to_driver,
+                **({"_temp_dir": str(temp_dir)} if temp_dir is not None else {}),
             )
     if not address:
         nodes = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}

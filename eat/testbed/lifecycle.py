@@ -1,0 +1,91 @@
+"""The service's processes: every Ray process it starts can be found again, so that
+none outlives it unnoticed.
+
+An embedded Ray shuts down with the service when it stops (``ray.shutdown``). When the
+service process is killed (SIGKILL, the OOM killer) nothing runs in it: Ray's GCS and
+raylet go with it, but processes the raylet started (its dashboard and runtime-env
+agents) keep running, re-parented to init. Ray's processes rename themselves
+(``ray::DashboardAgent``) and overwrite their environment in ``/proc`` while doing so,
+but every one of them keeps its log files open under Ray's temporary folder. So each
+service instance (one opening of the job store) gives its embedded Ray its own
+temporary folder, :func:`ray_temp_dir`; at the next start on the same job store (which
+it owns: a second live owner is refused), the service kills every process that still
+holds a file open under an earlier instance's folder (:func:`reap`), and removes the
+folders of all but the latest earlier instance (whose logs tell why it stopped).
+
+Linux only (``/proc``); elsewhere :func:`processes_using` finds nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def ray_temp_dir(instance: str) -> Path:
+    """The temporary folder of the embedded Ray of a service instance (short: Ray's
+    socket paths must fit in 107 characters)."""
+    return Path(tempfile.gettempdir()) / "eat-ray" / instance
+
+
+def processes_using(folders: Iterable[Path]) -> dict[int, Path]:
+    """PID -> folder of every other process holding a file open under one of
+    ``folders`` (processes this user may not inspect are skipped: they are not ours)."""
+    prefixes = {str(folder.resolve()) + os.sep: folder for folder in folders}
+    found: dict[int, Path] = {}
+    proc = Path("/proc")
+    if not prefixes or not proc.is_dir():
+        return found
+    me = os.getpid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            descriptors = list((entry / "fd").iterdir())
+        except OSError:  # gone, or not ours
+            continue
+        for descriptor in descriptors:
+            try:
+                target = os.readlink(descriptor)
+            except OSError:
+                continue
+            folder = next((f for p, f in prefixes.items() if target.startswith(p)), None)
+            if folder is not None:
+                found[int(entry.name)] = folder
+                break
+    return found
+
+
+def reap(instances: list[str], timeout_s: float = 30.0) -> list[int]:
+    """Kill (SIGKILL) every process left by the earlier ``instances`` (oldest first) and
+    wait until they are gone; remove their Ray folders but the latest one's. Returns the
+    PIDs killed; raises RuntimeError if one survives ``timeout_s``."""
+    folders = [ray_temp_dir(instance) for instance in instances]
+    victims = processes_using(folders)
+    for pid, folder in victims.items():
+        log.warning("killing pid %d, left behind by the service instance of %s", pid, folder)
+        with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while alive := [pid for pid in processes_using(folders) if pid in victims]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"processes {alive} of an earlier service instance survived SIGKILL for "
+                f"{timeout_s} s"
+            )
+        time.sleep(0.05)
+    for folder in folders[:-1]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return sorted(victims)
+
+
+__all__ = ["processes_using", "ray_temp_dir", "reap"]
