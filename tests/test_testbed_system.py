@@ -301,14 +301,24 @@ async def _until(condition, timeout: float = 30.0, poll: float = 0.02) -> None:
 def test_http_service_validates_serves_and_survives_a_bounded_burst(bed):
     import httpx
 
+    from eat.testbed.auth import KeyRing
     from eat.testbed.bed import make_testbed_scheduler
     from eat.testbed.controller import Controller
+    from eat.testbed.jobs import JobStore
     from eat.testbed.loadtest import run_load_test
     from eat.testbed.service import serve_in_thread
 
     params, preset, workers = bed["params"], bed["preset"], bed["workers"]
     scheduler = make_testbed_scheduler("eft", params, None)
-    server = serve_in_thread(lambda: Controller(preset, workers, scheduler, settings(params), rng=np.random.default_rng(7)))
+    store = JobStore.open(bed["tmp"] / "http-jobs.sqlite3")
+    server = serve_in_thread(
+        lambda: Controller(
+            preset, workers, scheduler, settings(params), rng=np.random.default_rng(7)
+        ),
+        store,
+        params.testbed.service,
+        KeyRing(),  # loopback, open
+    )
     try:
         assert server.url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -349,3 +359,4 @@ def test_http_service_validates_serves_and_survives_a_bounded_burst(bed):
             asyncio.run(run_load_test("http://10.0.0.1:80", bodies, concurrency=1, timeout_s=1))
     finally:
         server.stop()
+        store.close()
