@@ -5,7 +5,8 @@ the CPU testbed with tiny models) as a subprocess on a free 127.0.0.1 port, then
 ``--duration-s`` submits jobs (``POST /v1/jobs``) at ``--rate`` per second, at most
 ``--max-jobs``, cycling through the served models and resolutions, while it SIGKILLs one
 worker process every ``--kill-every-s`` and SIGKILLs the service once at
-``--restart-at-s`` (and starts it again on the same job store). Then it waits (at most
+``--restart-at-s``, just after a burst of ``--restart-burst`` jobs so that it catches jobs
+queued and running (and starts it again on the same job store). Then it waits (at most
 ``--drain-timeout-s``) until every accepted job is final, stops the service with SIGTERM
 and checks, against the job store's rows, that every accepted job completed exactly once
 (state ``done``, one result, one ``completed`` event) and that no Ray process of either
@@ -62,6 +63,8 @@ class Soak:
     unsent: int = 0
     worker_kills: int = 0
     restarts: int = 0
+    caught_by_restart: int = 0
+    """Jobs queued or running when the service was killed."""
     downtime_s: float = 0.0
     rss_mb: dict[str, float] = field(default_factory=dict)
     orphans_after_restart: int = 0
@@ -172,11 +175,45 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
     restarted = False
     done_at_start = 0
     sent = 0
+
+    def submit(client: httpx.Client) -> None:
+        nonlocal sent
+        model, resolution = mix[sent % len(mix)]
+        body = {
+            "prompt": f"soak job {sent}: a lighthouse at dawn",
+            "model": model,
+            "resolution": resolution,
+            "deadline_s": args.deadline_s,
+            "seed": sent,
+        }
+        sent += 1
+        try:
+            response = client.post(f"{service.url}/v1/jobs", json=body)
+        except httpx.HTTPError:
+            soak.unsent += 1
+            return
+        if response.status_code == 202:
+            soak.accepted.append(response.json()["id"])
+        else:
+            reason = response.json().get("reason", str(response.status_code))
+            soak.refused[reason] = soak.refused.get(reason, 0) + 1
+
+    def unfinished() -> dict[str, int]:
+        rows = query(store, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {state: count for state, count in rows if state in ("queued", "running")}
+
     with httpx.Client(timeout=60) as client:
         while sent < args.max_jobs and (elapsed := time.monotonic() - began) < args.duration_s:
             label = "instance2" if restarted else "instance1"
             measure_warm(f"{label}_start", done_at_start)
             if not restarted and elapsed >= args.restart_at_s:
+                # a burst first, so that the kill catches jobs queued and running
+                for _ in range(min(args.restart_burst, args.max_jobs - sent)):
+                    submit(client)
+                settle = time.monotonic() + 30.0
+                while len(unfinished()) < 2 and unfinished() and time.monotonic() < settle:
+                    time.sleep(0.005)
+                soak.caught_by_restart = sum(unfinished().values())
                 soak.rss_mb["instance1_end"] = rss_mb(service.process.pid)
                 service.process.send_signal(signal.SIGKILL)  # as the OOM killer would
                 service.process.wait(30)
@@ -194,25 +231,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
                     os.kill(workers[soak.worker_kills % len(workers)], signal.SIGKILL)
                     soak.worker_kills += 1
                 next_kill = elapsed + args.kill_every_s  # no catching up after a restart
-            model, resolution = mix[sent % len(mix)]
-            body = {
-                "prompt": f"soak job {sent}: a lighthouse at dawn",
-                "model": model,
-                "resolution": resolution,
-                "deadline_s": args.deadline_s,
-                "seed": sent,
-            }
-            sent += 1
-            try:
-                response = client.post(f"{service.url}/v1/jobs", json=body)
-            except httpx.HTTPError:
-                soak.unsent += 1
-            else:
-                if response.status_code == 202:
-                    soak.accepted.append(response.json()["id"])
-                else:
-                    reason = response.json().get("reason", str(response.status_code))
-                    soak.refused[reason] = soak.refused.get(reason, 0) + 1
+            submit(client)
             # a steady stream: after the restart's down time it resumes, it does not catch up
             next_send = max(next_send + 1.0 / args.rate, time.monotonic())
             time.sleep(max(0.0, next_send - time.monotonic()))
@@ -282,6 +301,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
         "jobs_rerun_after_a_fault": float(rerun),
         "worker_kills": float(soak.worker_kills),
         "service_restarts": float(soak.restarts),
+        "jobs_caught_by_the_restart": float(soak.caught_by_restart),
         "restart_downtime_s": soak.downtime_s,
         "throughput_jobs_per_s": len(done) / span if done and span > 0 else float("nan"),
         "latency_p50_s": percentile(latencies, 50),
@@ -316,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-jobs", type=int, default=300)
     parser.add_argument("--kill-every-s", type=float, default=40.0)
     parser.add_argument("--restart-at-s", type=float, default=90.0)
+    parser.add_argument(
+        "--restart-burst", type=int, default=6, help="jobs sent at once just before the kill"
+    )
     parser.add_argument("--deadline-s", type=float, default=120.0)
     parser.add_argument("--warmup-jobs", type=int, default=5)
     parser.add_argument("--start-timeout-s", type=float, default=300.0)
@@ -333,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         f"eat testbed-serve with {args.params} on {platform.node()} ({os.cpu_count()} CPU "
         f"cores, {platform.machine()}); {args.duration_s:g} s at {args.rate:g} jobs/s "
         f"(at most {args.max_jobs}), a worker SIGKILLed every {args.kill_every_s:g} s, the "
-        f"service SIGKILLed at {args.restart_at_s:g} s and started again on the same job "
-        "store; latency is acceptance to recorded result, from the store; memory is the "
+        f"service SIGKILLed at {args.restart_at_s:g} s just after a burst of "
+        f"{args.restart_burst} jobs and started again on the same job store; latency is acceptance to recorded result, from the store; memory is the "
         "service process's VmRSS; loadavg_1m_* is the machine's load (other processes "
         f"included). Refusals by reason: {soak.refused or 'none'}."
     )
