@@ -451,7 +451,7 @@ def serve(
                 f"{store.path} (instance {store.instance})",
                 flush=True,
             )
-            log.info("serving on %s; job store %s", server.url, store.path)
+            log.info("serving on %s; start-up times (s): %s", server.url, bed.timings)
 
             def stop(signum: int, frame: Any) -> None:
                 server.server.should_exit = True

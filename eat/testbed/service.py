@@ -536,6 +536,9 @@ def serve_in_thread(
         host=host,
         port=port,
         log_level="warning",
+        # uvicorn's own logging config would close the handlers already set up (the
+        # service's log file among them); its warnings reach stderr without it
+        log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=int(service.shutdown_timeout_s),
     )
