@@ -1,7 +1,7 @@
 """The HTTP job API in process: a real uvicorn on 127.0.0.1, real SQLite, real Ray workers.
 
-One embedded Ray (loopback only) with two tiny CPU workers serves the whole module; each
-test starts its own server (one at a time: two controllers must not share the workers)
+The session's embedded Ray (loopback only, tiny CPU workers: ``testbed_cluster``) serves
+the whole module; each test starts its own server (one at a time: two controllers must not share the workers)
 on its own job store. Tests that need the queue to stand still ``hold`` the controller
 (no new gang starts) and ``release`` it; nothing waits on a sleep.
 """
@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eat.params import validate_params
 from tests.conftest import REPO
-from tests.service_support import PROMPTS, tiny_raw_params, wait_for
+from tests.service_support import PROMPTS, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,14 +33,9 @@ GOOD = {"prompt": PROMPTS[0], "model": "sd15", "resolution": 64, "deadline_s": 6
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    from eat.testbed.bed import build_testbed
-
-    tmp = tmp_path_factory.mktemp("service")
-    params = validate_params(tiny_raw_params(tmp / "models"))
-    testbed = build_testbed(params, tmp)
-    yield {"params": params, "preset": testbed.preset, "workers": testbed.workers}
-    testbed.close()
+def bed(testbed_cluster):
+    """The session's embedded Ray with its tiny CPU workers (tests/conftest.py)."""
+    return testbed_cluster
 
 
 @contextlib.contextmanager
