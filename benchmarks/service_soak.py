@@ -113,6 +113,17 @@ def query(store: Path, sql: str, parameters: tuple = ()) -> list[tuple]:
         connection.close()
 
 
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM a service still running (SIGKILL if it does not stop)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -158,97 +169,102 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
         raise SystemExit(f"{store} exists: the soak starts from an empty job store")
     soak = Soak()
     service = start(Path(args.params), work_dir, store, args.start_timeout_s)
-    first_instance = service.instance
-    with httpx.Client(timeout=60) as client:
-        served = client.get(f"{service.url}/v1/models").json()["models"]
-    mix = [
-        (model, resolution) for model, spec in served.items() for resolution in spec["resolutions"]
-    ]
+    try:
+        first_instance = service.instance
+        with httpx.Client(timeout=60) as client:
+            served = client.get(f"{service.url}/v1/models").json()["models"]
+        mix = [
+            (model, resolution)
+            for model, spec in served.items()
+            for resolution in spec["resolutions"]
+        ]
 
-    def measure_warm(label: str, done_before: int) -> None:
-        if label not in soak.rss_mb and done_count(store) - done_before >= args.warmup_jobs:
-            soak.rss_mb[label] = rss_mb(service.process.pid)
+        def measure_warm(label: str, done_before: int) -> None:
+            if label not in soak.rss_mb and done_count(store) - done_before >= args.warmup_jobs:
+                soak.rss_mb[label] = rss_mb(service.process.pid)
 
-    began = time.monotonic()
-    next_send = began
-    next_kill = args.kill_every_s
-    restarted = False
-    done_at_start = 0
-    sent = 0
+        began = time.monotonic()
+        next_send = began
+        next_kill = args.kill_every_s
+        restarted = False
+        done_at_start = 0
+        sent = 0
 
-    def submit(client: httpx.Client) -> None:
-        nonlocal sent
-        model, resolution = mix[sent % len(mix)]
-        body = {
-            "prompt": f"soak job {sent}: a lighthouse at dawn",
-            "model": model,
-            "resolution": resolution,
-            "deadline_s": args.deadline_s,
-            "seed": sent,
-        }
-        sent += 1
-        try:
-            response = client.post(f"{service.url}/v1/jobs", json=body)
-        except httpx.HTTPError:
-            soak.unsent += 1
-            return
-        if response.status_code == 202:
-            soak.accepted.append(response.json()["id"])
-        else:
-            reason = response.json().get("reason", str(response.status_code))
-            soak.refused[reason] = soak.refused.get(reason, 0) + 1
+        def submit(client: httpx.Client) -> None:
+            nonlocal sent
+            model, resolution = mix[sent % len(mix)]
+            body = {
+                "prompt": f"soak job {sent}: a lighthouse at dawn",
+                "model": model,
+                "resolution": resolution,
+                "deadline_s": args.deadline_s,
+                "seed": sent,
+            }
+            sent += 1
+            try:
+                response = client.post(f"{service.url}/v1/jobs", json=body)
+            except httpx.HTTPError:
+                soak.unsent += 1
+                return
+            if response.status_code == 202:
+                soak.accepted.append(response.json()["id"])
+            else:
+                reason = response.json().get("reason", str(response.status_code))
+                soak.refused[reason] = soak.refused.get(reason, 0) + 1
 
-    def unfinished() -> dict[str, int]:
-        rows = query(store, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return {state: count for state, count in rows if state in ("queued", "running")}
+        def unfinished() -> dict[str, int]:
+            rows = query(store, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            return {state: count for state, count in rows if state in ("queued", "running")}
 
-    with httpx.Client(timeout=60) as client:
-        while sent < args.max_jobs and (elapsed := time.monotonic() - began) < args.duration_s:
+        with httpx.Client(timeout=60) as client:
+            while sent < args.max_jobs and (elapsed := time.monotonic() - began) < args.duration_s:
+                label = "instance2" if restarted else "instance1"
+                measure_warm(f"{label}_start", done_at_start)
+                if not restarted and elapsed >= args.restart_at_s:
+                    # a burst first, so that the kill catches jobs queued and running
+                    for _ in range(min(args.restart_burst, args.max_jobs - sent)):
+                        submit(client)
+                    settle = time.monotonic() + 30.0
+                    while len(unfinished()) < 2 and unfinished() and time.monotonic() < settle:
+                        time.sleep(0.005)
+                    soak.caught_by_restart = sum(unfinished().values())
+                    soak.rss_mb["instance1_end"] = rss_mb(service.process.pid)
+                    service.process.send_signal(signal.SIGKILL)  # as the OOM killer would
+                    service.process.wait(30)
+                    down = time.monotonic()
+                    service = start(Path(args.params), work_dir, store, args.start_timeout_s)
+                    soak.downtime_s = time.monotonic() - down
+                    soak.orphans_after_restart = leftovers(first_instance)
+                    soak.restarts += 1
+                    restarted = True
+                    done_at_start = done_count(store)
+                    continue
+                if elapsed >= next_kill:
+                    workers = workers_of(service.instance)
+                    if workers:
+                        os.kill(workers[soak.worker_kills % len(workers)], signal.SIGKILL)
+                        soak.worker_kills += 1
+                    next_kill = elapsed + args.kill_every_s  # no catching up after a restart
+                submit(client)
+                # a steady stream: after the restart's down time it resumes, it does not catch up
+                next_send = max(next_send + 1.0 / args.rate, time.monotonic())
+                time.sleep(max(0.0, next_send - time.monotonic()))
+        # drain: every accepted job final (bounded)
+        deadline = time.monotonic() + args.drain_timeout_s
+        while query(store, "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")[0][0]:
             label = "instance2" if restarted else "instance1"
             measure_warm(f"{label}_start", done_at_start)
-            if not restarted and elapsed >= args.restart_at_s:
-                # a burst first, so that the kill catches jobs queued and running
-                for _ in range(min(args.restart_burst, args.max_jobs - sent)):
-                    submit(client)
-                settle = time.monotonic() + 30.0
-                while len(unfinished()) < 2 and unfinished() and time.monotonic() < settle:
-                    time.sleep(0.005)
-                soak.caught_by_restart = sum(unfinished().values())
-                soak.rss_mb["instance1_end"] = rss_mb(service.process.pid)
-                service.process.send_signal(signal.SIGKILL)  # as the OOM killer would
-                service.process.wait(30)
-                down = time.monotonic()
-                service = start(Path(args.params), work_dir, store, args.start_timeout_s)
-                soak.downtime_s = time.monotonic() - down
-                soak.orphans_after_restart = leftovers(first_instance)
-                soak.restarts += 1
-                restarted = True
-                done_at_start = done_count(store)
-                continue
-            if elapsed >= next_kill:
-                workers = workers_of(service.instance)
-                if workers:
-                    os.kill(workers[soak.worker_kills % len(workers)], signal.SIGKILL)
-                    soak.worker_kills += 1
-                next_kill = elapsed + args.kill_every_s  # no catching up after a restart
-            submit(client)
-            # a steady stream: after the restart's down time it resumes, it does not catch up
-            next_send = max(next_send + 1.0 / args.rate, time.monotonic())
-            time.sleep(max(0.0, next_send - time.monotonic()))
-    # drain: every accepted job final (bounded)
-    deadline = time.monotonic() + args.drain_timeout_s
-    while query(store, "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")[0][0]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         label = "instance2" if restarted else "instance1"
-        measure_warm(f"{label}_start", done_at_start)
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    label = "instance2" if restarted else "instance1"
-    soak.rss_mb[f"{label}_end"] = rss_mb(service.process.pid)
-    wall_s = time.monotonic() - began
-    service.process.send_signal(signal.SIGTERM)
-    stopped_cleanly = service.process.wait(120) == 0
-    soak.orphans_after_stop = leftovers(service.instance) + leftovers(first_instance)
+        soak.rss_mb[f"{label}_end"] = rss_mb(service.process.pid)
+        wall_s = time.monotonic() - began
+        service.process.send_signal(signal.SIGTERM)
+        stopped_cleanly = service.process.wait(120) == 0
+        soak.orphans_after_stop = leftovers(service.instance) + leftovers(first_instance)
+    finally:  # an error or a SIGTERM midway: no service is left running
+        stop(service.process)
     # exactly once, against the rows
     rows = {
         job_id: (state, created, finished)
@@ -350,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.restart_at_s < args.duration_s:
         parser.error("--restart-at-s must fall inside the run (0 < it < --duration-s)")
     loadavg_start = os.getloadavg()[0]
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)  # the finally blocks stop the service
     results, soak, ok = run(args)
     results["loadavg_1m_start"] = loadavg_start
     notes = (

@@ -85,6 +85,14 @@ class ServiceProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout_s)
 
+    def ensure_stopped(self) -> None:
+        """After a test, whatever happened: stop the process if it still runs."""
+        if self.process.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+
 
 def start_service(
     params_file: Path,

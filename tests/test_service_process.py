@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -35,17 +37,36 @@ pytestmark = [
 GOOD = {"prompt": PROMPTS[1], "model": "sd15", "resolution": 64, "deadline_s": 120.0}
 
 
+PROFILE_FILES = ("profile.csv", "profile_key.json")
+
+
 @pytest.fixture(scope="module")
 def tiny_params(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("service-process")
     return write_params(tmp / "params.yaml", tiny_raw_params(tmp / "models"))
 
 
+@pytest.fixture()
+def work(tiny_params, tmp_path):
+    """A fresh work folder holding the profile an earlier test of the module measured, if
+    any (the service reuses a profile of the same run on the same machine)."""
+    shared = tiny_params.parent
+    folder = tmp_path / "work"
+    folder.mkdir()
+    for name in PROFILE_FILES:
+        if (shared / name).is_file():
+            shutil.copy(shared / name, folder / name)
+    yield folder
+    for name in PROFILE_FILES:
+        if (folder / name).is_file() and not (shared / name).is_file():
+            shutil.copy(folder / name, shared / name)
+
+
 def states(store) -> dict[str, str]:
     return dict(read_store(store, "SELECT id, state FROM jobs"))
 
 
-def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_params, tmp_path):
+def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_params, work):
     """SIGKILL the service with jobs queued and running; start it again on the same job
     store: every accepted job completes exactly once (checked against the rows), earlier
     results stay retrievable, and no Ray process of the killed instance survives the
@@ -54,26 +75,32 @@ def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_p
 
     from eat.testbed.lifecycle import processes_using, ray_temp_dir
 
-    work = tmp_path / "work"
     store = work / "jobs.sqlite3"
     first = start_service(tiny_params, work)
-    assert "access: open, no API keys configured" in first.output()
-    with httpx.Client(base_url=first.url, timeout=60) as client:
-        early = [client.post("/v1/jobs", json={**GOOD, "seed": i}).json()["id"] for i in range(2)]
-        wait_for(lambda: all(states(store)[j] == "done" for j in early), 120, what="early jobs")
-        images = {job_id: client.get(f"/v1/jobs/{job_id}/image").content for job_id in early}
-        burst = [
-            client.post("/v1/jobs", json={**GOOD, "resolution": 128, "seed": 100 + i}).json()["id"]
-            for i in range(12)
-        ]
-    # kill while some jobs run and others wait (the store's rows say which)
-    wait_for(
-        lambda: {"running", "queued"} <= set(states(store).values()),
-        60,
-        poll_s=0.005,
-        what="jobs running and queued",
-    )
-    first.kill()
+    try:
+        assert "access: open, no API keys configured" in first.output()
+        with httpx.Client(base_url=first.url, timeout=60) as client:
+            early = [
+                client.post("/v1/jobs", json={**GOOD, "seed": i}).json()["id"] for i in range(2)
+            ]
+            wait_for(lambda: all(states(store)[j] == "done" for j in early), 120, what="early jobs")
+            images = {job_id: client.get(f"/v1/jobs/{job_id}/image").content for job_id in early}
+            burst = [
+                client.post("/v1/jobs", json={**GOOD, "resolution": 128, "seed": 100 + i}).json()[
+                    "id"
+                ]
+                for i in range(12)
+            ]
+        # kill while some jobs run and others wait (the store's rows say which)
+        wait_for(
+            lambda: {"running", "queued"} <= set(states(store).values()),
+            60,
+            poll_s=0.005,
+            what="jobs running and queued",
+        )
+        first.kill()
+    finally:
+        first.ensure_stopped()
     at_kill = states(store)
     running_at_kill = [j for j in burst if at_kill[j] == "running"]
     queued_at_kill = [j for j in burst if at_kill[j] == "queued"]
@@ -85,8 +112,9 @@ def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_p
     second = start_service(tiny_params, work)
     try:
         assert processes_using([killed_folder]) == {}, "the restart reaps them"
-        if left:
-            assert f"killed the Ray processes {sorted(left)}" in second.output()
+        reaped = re.search(r"killed the Ray processes \[([\d, ]+)\]", second.output())
+        if reaped:  # what still ran at the restart (workers may have died meanwhile)
+            assert {int(pid) for pid in reaped.group(1).split(", ")} <= set(left)
         wait_for(
             lambda: all(states(store)[j] in ("done", "failed") for j in early + burst),
             180,
@@ -125,8 +153,9 @@ def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_p
             read_store(store, "SELECT job_id, instance FROM events WHERE kind = 'completed'")
         )
         assert {completed_by[j] for j in queued_at_kill + running_at_kill} == {second_instance}
-    finally:
         code = second.terminate()
+    finally:
+        second.ensure_stopped()
     assert code == 0, second.output()[-2000:]
     assert processes_using([ray_temp_dir(second_instance), killed_folder]) == {}
 
@@ -147,17 +176,24 @@ def test_the_cli_refuses_to_serve_beyond_loopback_without_keys(tiny_params, tmp_
     assert not (tmp_path / "jobs.sqlite3").exists()  # refused before anything was opened
 
 
-def test_the_soak_benchmark_runs_on_a_tiny_budget(tiny_params, tmp_path):
+def test_the_soak_benchmark_runs_on_a_tiny_budget(tiny_params, work, tmp_path):
     """benchmarks/service_soak.py with a short stream: a worker killed on a schedule and
     the service killed and restarted once; every accepted job completes exactly once."""
     out = tmp_path / "service_soak.json"
     command = [sys.executable, str(REPO / "benchmarks" / "service_soak.py")]
-    command += ["--params", str(tiny_params), "--work-dir", str(tmp_path / "work")]
-    command += ["--duration-s", "45", "--rate", "1", "--max-jobs", "40", "--kill-every-s", "7"]
-    command += ["--restart-at-s", "12", "--warmup-jobs", "2", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    last = result.stdout.strip().splitlines()[-1]
+    command += ["--params", str(tiny_params), "--work-dir", str(work)]
+    command += ["--duration-s", "20", "--rate", "1", "--max-jobs", "20", "--kill-every-s", "4"]
+    command += ["--restart-at-s", "6", "--warmup-jobs", "2", "--out", str(out)]
+    soak = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        stdout, stderr = soak.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        soak.terminate()  # the soak stops its service on SIGTERM
+        stdout, stderr = soak.communicate(timeout=180)
+    assert soak.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    last = stdout.strip().splitlines()[-1]
     assert last.startswith("RESULT throughput_jobs_per_s=") and " lost=0 completed_twice=0 " in last
     payload = json.loads(out.read_text())
     assert payload["benchmark"] == "service_soak" and "SIGKILL" in payload["notes"]
