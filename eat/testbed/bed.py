@@ -465,6 +465,10 @@ def serve(
                     signal.signal(sig, handler)
         finally:
             bed.close()
+            if not section.address:  # Ray's processes exit after shutdown returns
+                stragglers = lifecycle.settle(store.instance)
+                if stragglers:
+                    print(f"eat testbed: killed the Ray processes {stragglers} left at the stop")
     finally:
         store.close()
 

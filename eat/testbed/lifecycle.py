@@ -11,7 +11,8 @@ service instance (one opening of the job store) gives its embedded Ray its own
 temporary folder, :func:`ray_temp_dir`; at the next start on the same job store (which
 it owns: a second live owner is refused), the service kills every process that still
 holds a file open under an earlier instance's folder (:func:`reap`), and removes the
-folders of all but the latest earlier instance (whose logs tell why it stopped).
+folders of all but the latest earlier instance (whose logs tell why it stopped). A
+stopping service waits until its own Ray processes have exited (:func:`settle`).
 
 Linux only (``/proc``); elsewhere :func:`processes_using` finds nothing.
 """
@@ -70,22 +71,36 @@ def reap(instances: list[str], timeout_s: float = 30.0) -> list[int]:
     wait until they are gone; remove their Ray folders but the latest one's. Returns the
     PIDs killed; raises RuntimeError if one survives ``timeout_s``."""
     folders = [ray_temp_dir(instance) for instance in instances]
+    killed = _kill(folders, timeout_s)
+    for folder in folders[:-1]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return killed
+
+
+def settle(instance: str, grace_s: float = 10.0, timeout_s: float = 30.0) -> list[int]:
+    """After this instance shut its Ray down: give its processes ``grace_s`` to exit,
+    then kill the ones still there; returns their PIDs (none after a clean shutdown)."""
+    folders = [ray_temp_dir(instance)]
+    deadline = time.monotonic() + grace_s
+    while processes_using(folders) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _kill(folders, timeout_s)
+
+
+def _kill(folders: list[Path], timeout_s: float) -> list[int]:
     victims = processes_using(folders)
     for pid, folder in victims.items():
-        log.warning("killing pid %d, left behind by the service instance of %s", pid, folder)
+        log.warning("killing pid %d, a Ray process of the service instance of %s", pid, folder)
         with contextlib.suppress(ProcessLookupError):  # gone meanwhile
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
     while alive := [pid for pid in processes_using(folders) if pid in victims]:
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"processes {alive} of an earlier service instance survived SIGKILL for "
-                f"{timeout_s} s"
+                f"processes {alive} of a service instance survived SIGKILL for {timeout_s} s"
             )
         time.sleep(0.05)
-    for folder in folders[:-1]:
-        shutil.rmtree(folder, ignore_errors=True)
     return sorted(victims)
 
 
-__all__ = ["processes_using", "ray_temp_dir", "reap"]
+__all__ = ["processes_using", "ray_temp_dir", "reap", "settle"]
