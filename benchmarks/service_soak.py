@@ -124,6 +124,13 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(30)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -366,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.restart_at_s < args.duration_s:
         parser.error("--restart-at-s must fall inside the run (0 < it < --duration-s)")
     loadavg_start = os.getloadavg()[0]
+    busy_start, total_start = cpu_ticks()
 
     def interrupted(signum: int, frame: object) -> None:
         raise SystemExit(f"stopped by signal {signum}")
@@ -373,14 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)  # the finally blocks stop the service
     results, soak, ok = run(args)
     results["loadavg_1m_start"] = loadavg_start
+    busy_end, total_end = cpu_ticks()
+    results["machine_cpu_busy_share"] = (busy_end - busy_start) / max(1, total_end - total_start)
     notes = (
         f"eat testbed-serve with {args.params} on {platform.node()} ({os.cpu_count()} CPU "
         f"cores, {platform.machine()}); {args.duration_s:g} s at {args.rate:g} jobs/s "
         f"(at most {args.max_jobs}), a worker SIGKILLed every {args.kill_every_s:g} s, the "
         f"service SIGKILLed at {args.restart_at_s:g} s just after a burst of "
         f"{args.restart_burst} jobs and started again on the same job store; latency is acceptance to recorded result, from the store; memory is the "
-        "service process's VmRSS; loadavg_1m_* is the machine's load (other processes "
-        f"included). Refusals by reason: {soak.refused or 'none'}."
+        "service process's VmRSS; loadavg_1m_* and machine_cpu_busy_share are the whole "
+        f"machine's (other processes included). Refusals by reason: {soak.refused or 'none'}."
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
