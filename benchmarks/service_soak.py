@@ -22,8 +22,8 @@ status is 1 if a job was lost, failed or completed twice, or a process was left.
 
     .venv/bin/python benchmarks/service_soak.py --duration-s 180 --rate 0.5
 
-The last line reads ``RESULT throughput_jobs_per_s=<n> p50_s=<n> p95_s=<n> p99_s=<n>
-accepted=<n> lost=<n> completed_twice=<n> rss_growth_mb=<n>``.
+It prints one ``RESULT name=value`` line per figure, ``RESULT throughput_jobs_per_s=<n>``
+last.
 """
 
 from __future__ import annotations
@@ -383,28 +383,42 @@ def main(argv: list[str] | None = None) -> int:
     results["loadavg_1m_start"] = loadavg_start
     busy_end, total_end = cpu_ticks()
     results["machine_cpu_busy_share"] = (busy_end - busy_start) / max(1, total_end - total_start)
+    params = Path(args.params).resolve()
+    shown = params.relative_to(ROOT) if ROOT in params.parents else params
+    measured = {name: value for name, value in results.items() if math.isfinite(value)}
+    missing = sorted(set(results) - set(measured))
     notes = (
-        f"eat testbed-serve with {args.params} on {platform.node()} ({os.cpu_count()} CPU "
-        f"cores, {platform.machine()}); {args.duration_s:g} s at {args.rate:g} jobs/s "
-        f"(at most {args.max_jobs}), a worker SIGKILLed every {args.kill_every_s:g} s, the "
-        f"service SIGKILLed at {args.restart_at_s:g} s just after a burst of "
-        f"{args.restart_burst} jobs and started again on the same job store; latency is acceptance to recorded result, from the store; memory is the "
-        "service process's VmRSS; loadavg_1m_* and machine_cpu_busy_share are the whole "
-        f"machine's (other processes included). Refusals by reason: {soak.refused or 'none'}."
+        f"eat testbed-serve with {shown} ({os.cpu_count()} CPU cores, {platform.machine()}); "
+        f"{args.duration_s:g} s at {args.rate:g} jobs/s (at most {args.max_jobs}), a worker "
+        f"SIGKILLed every {args.kill_every_s:g} s, the service SIGKILLed at "
+        f"{args.restart_at_s:g} s just after a burst of {args.restart_burst} jobs and started "
+        "again on the same job store; latency is acceptance to recorded result, from the "
+        "store; memory is the service process's VmRSS; loadavg_1m_* and "
+        "machine_cpu_busy_share are the whole machine's (other processes included). "
+        f"Refusals by reason: {soak.refused or 'none'}."
+        + (f" Not measured in this run: {', '.join(missing)}." if missing else "")
     )
+    load = os.getloadavg()
+    record = {
+        "benchmark": "service_soak",
+        "results": measured,
+        "notes": notes,
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m_at_end": round(load[0], 2),
+        },
+        "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    finite = {name: (value if math.isfinite(value) else None) for name, value in results.items()}
-    payload = {"benchmark": "service_soak", "results": finite, "notes": notes}
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(json.dumps(finite, indent=2))
-    print(
-        f"RESULT throughput_jobs_per_s={results['throughput_jobs_per_s']:.4f} "
-        f"p50_s={results['latency_p50_s']:.3f} p95_s={results['latency_p95_s']:.3f} "
-        f"p99_s={results['latency_p99_s']:.3f} accepted={len(soak.accepted)} "
-        f"lost={results['jobs_lost']:.0f} completed_twice={results['jobs_completed_twice']:.0f} "
-        f"rss_growth_mb={results['rss_growth_mb_max']:.1f}"
-    )
+    out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {out}")
+    headline = "throughput_jobs_per_s"
+    for name in [*(n for n in measured if n != headline), headline]:
+        if name in measured:
+            print(f"RESULT {name}={measured[name]:.6g}")
     return 0 if ok else 1
 
 

@@ -193,10 +193,12 @@ def test_the_soak_benchmark_runs_on_a_tiny_budget(tiny_params, work, tmp_path):
         soak.terminate()  # the soak stops its service on SIGTERM
         stdout, stderr = soak.communicate(timeout=180)
     assert soak.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    last = stdout.strip().splitlines()[-1]
-    assert last.startswith("RESULT throughput_jobs_per_s=") and " lost=0 completed_twice=0 " in last
+    assert stdout.strip().splitlines()[-1].startswith("RESULT throughput_jobs_per_s=")
+    assert "RESULT jobs_lost=0\n" in stdout and "RESULT jobs_completed_twice=0\n" in stdout
     payload = json.loads(out.read_text())
     assert payload["benchmark"] == "service_soak" and "SIGKILL" in payload["notes"]
+    assert payload["machine"]["cpus"] == os.cpu_count() and payload["measured_utc"]
+    assert all(isinstance(value, int | float) for value in payload["results"].values())
     figures = payload["results"]
     assert figures["jobs_accepted"] > 0
     assert figures["jobs_completed_exactly_once"] == figures["jobs_accepted"]
