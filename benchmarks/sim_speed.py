@@ -1,8 +1,11 @@
-"""Simulator speed: tasks and environment steps per second, through the Gymnasium API and
-with each heuristic scheduler, for both presets, on one core.
+"""Simulator speed, on one core: tasks per second through the Gymnasium API (random
+valid actions), and through the raw simulator (no Gymnasium wrapper) with every
+heuristic, for both presets.
 
-Run: ``python benchmarks/sim_speed.py [--seconds 5]``. The last line reads
-``RESULT paper_env_tasks_per_s=<number>``. For scale: the reference implementation
+Run: ``python benchmarks/sim_speed.py [--seconds 5]``. It writes
+``benchmarks/results/sim_speed.json`` (``--out`` elsewhere) and ends with
+``RESULT edge_raw_first_fit_tasks_per_s=<n>`` and, last,
+``RESULT edge_raw_greedy_tasks_per_s=<n>``. For scale: the reference implementation
 (zzf1955/EAT) steps time in 0.1 s ticks, about 150 environment steps per task.
 """
 
@@ -11,12 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
+from eat.benchmarking import report
 from eat.evaluation.runner import run_episode
 from eat.params import load_params, repo_params_path
-from eat.schedulers import make_scheduler
+from eat.schedulers import SCHEDULERS, make_scheduler
 from eat.sim.encoding import N_GLOBAL_ACTIONS
 from eat.sim.env import EdgeClusterEnv
 
@@ -38,7 +43,7 @@ def env_speed(env: EdgeClusterEnv, seconds: float) -> tuple[float, float]:
     window = env.preset.queue_window
     tasks = steps = 0
     started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    while time.perf_counter() - started < seconds or tasks == 0:
         _, _, terminated, truncated, info = env.step(
             random_valid_action(info["action_mask"], window, rng)
         )
@@ -51,36 +56,46 @@ def env_speed(env: EdgeClusterEnv, seconds: float) -> tuple[float, float]:
 
 
 def scheduler_speed(preset, name: str, settings, rate: float, seconds: float) -> float:
+    """Tasks per second of whole episodes of the raw simulator driven by ``name``."""
     tasks, seed = 0, 0
     started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    while time.perf_counter() - started < seconds or tasks == 0:
         tasks += len(run_episode(preset, make_scheduler(name, settings), rate, seed).tasks)
         seed += 1
     return tasks / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     parser.add_argument("--params", default=str(repo_params_path()))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="result JSON")
+    args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     params = load_params(args.params)
-    results = {}
+    results: dict[str, float] = {}
     for name in ("paper", "edge"):
         preset = params.env.preset(name)
         rate = params.build_env.sample_rate[name]
         tasks_per_s, steps_per_s = env_speed(EdgeClusterEnv(preset, rate), args.seconds)
-        results[name] = tasks_per_s
-        print(
-            f"{name:5s} gymnasium  rate {rate:g}/s: {tasks_per_s:10.0f} tasks/s "
-            f"{steps_per_s:10.0f} env steps/s"
-        )
-        for scheduler in params.evaluate.schedulers:
+        results[f"{name}_env_tasks_per_s"] = tasks_per_s
+        results[f"{name}_env_steps_per_s"] = steps_per_s
+        print(f"{name:5s} gymnasium  {rate:g}/s: {tasks_per_s:9.0f} tasks/s {steps_per_s:9.0f} steps/s")
+        for scheduler in SCHEDULERS:
             speed = scheduler_speed(preset, scheduler, params.schedulers, rate, args.seconds / 2)
-            print(f"{name:5s} {scheduler:10s} rate {rate:g}/s: {speed:10.0f} tasks/s")
-    print(f"RESULT paper_env_tasks_per_s={results['paper']:.0f}")
+            results[f"{name}_raw_{scheduler}_tasks_per_s"] = speed
+            print(f"{name:5s} {scheduler:10s} {rate:g}/s: {speed:9.0f} tasks/s (raw simulator)")
+    report(
+        "sim_speed",
+        results,
+        notes=(
+            f"one core, {args.seconds:g} s per Gymnasium measurement and half that per "
+            "scheduler, each preset at its build_env.sample_rate, params.yaml episodes"
+        ),
+        out=args.out,
+        headline="edge_raw_greedy_tasks_per_s",
+    )
 
 
 if __name__ == "__main__":

@@ -376,6 +376,35 @@ def test_policy_trained_on_4_servers_runs_on_8(params, trained_paper, tmp_path):
     assert set(result.segments["server"]) - set(range(4))  # servers 4-7 were used
 
 
+def test_an_mlp_policy_refuses_a_cluster_of_another_size(params, tmp_path):
+    """The MLP agents read a flat observation of fixed size: another cluster is refused
+    with what the network was trained for and what it was given, not a shape error."""
+    preset = params.env.paper
+    env = EdgeClusterEnv(preset, 0.05)
+    obs, _ = env.reset(seed=0)
+    actor = small_actor(env, obs, "gaussian", "mlp")
+    scheduler = RLScheduler(actor, "sac", trained_on="paper")
+    assert len(run_episode(preset, scheduler, 0.05, seed=1000).tasks) == 32  # its own cluster
+    bigger = tweak(preset, servers=[{"gpu": "reference", "count": 8}])
+    with pytest.raises(
+        ValueError,
+        match=r"'sac' has an MLP encoder .* trained on preset 'paper' for 1 model\(s\) and 15 tokens.*this simulator has 1 model\(s\) and 19 tokens \(window 10 \+ 8 servers",
+    ):
+        run_episode(bigger, scheduler, 0.05, seed=1000)
+    two_models = tweak(
+        preset,
+        models={
+            "sd14": {"memory_gb": 4.0, "profile_model": "sd15"},
+            "sd15": {"memory_gb": 4.0, "profile_model": "sd15"},
+        },
+    )
+    attention = RLScheduler(small_actor(env, obs, "gaussian", "attention"), "eat")
+    with pytest.raises(
+        ValueError, match=r"attention encoder trained for 1 model\(s\); this simulator has 2"
+    ):
+        run_episode(two_models, attention, 0.05, seed=1000)
+
+
 def test_rl_scheduler_decisions_are_valid_on_edge(params):
     spec = tiny_spec(params, preset="edge", total_steps=60, eval_every=60)
     result = train_run(spec)

@@ -8,12 +8,11 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from eat import register_env
 from eat.params import PresetConfig, load_params, repo_params_path
 from eat.sim.encoding import SLACK_CLIP, Encoder
-from eat.sim.simulator import Simulator, make_tasks
+from eat.sim.simulator import Simulator, episode_rngs, make_tasks
 
-ENV_ID = "eat/EdgeCluster-v0"
-MAX_EPISODE_STEPS = 4096
 # Every feature is >= -SLACK_CLIP; times divided by time_scale_s stay far below this bound
 # (1e6 time scales), which is finite so that normalising wrappers behave.
 OBSERVATION_HIGH = 1e6
@@ -37,16 +36,36 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
     ``Box(-10, 1e6, (queue_window + n_servers + 1, 13 + n_models), float32)``: one
-    token per task slot, per server and one global token, all with the same columns
-    (see :mod:`eat.sim.encoding` for the table). Times are relative (waiting time,
-    time to deadline, remaining busy time, time since the episode start) and divided
-    by ``time_scale_s``.
+    token per task slot (the visible queue, oldest first), one per server, one global
+    token, all with the same columns. Columns 0-2 are the one-hot token type; ``tau`` is
+    the preset's ``time_scale_s``; times are relative (never absolute clock times).
 
-    | token | columns |
-    |---|---|
-    | task | type, present, waiting/tau, to-deadline/tau, has deadline, Mpixels, fixed gang/8, dispatchable, cold start now/tau, nominal service/tau, queue position/window, model one-hot |
-    | server | type, present, busy remaining/tau, speed, memory/80 GB, free, warm group size/8, group free, 0, 0, 0, resident models |
-    | global | type, present, now/tau, queue/window, share not yet arrived, free servers share |
+    | token | column | meaning | unit | range |
+    |---|---|---|---|---|
+    | all | 0-2 | token type: task, server, global | one-hot | {0, 1} |
+    | all | 3 | the slot holds something (empty task slots: 0) | flag | {0, 1} |
+    | task | 4 | waiting time / tau | tau | [0, inf) |
+    | task | 5 | time to the deadline / tau, clipped (0 without one) | tau | [-10, 10] |
+    | task | 6 | has a deadline | flag | {0, 1} |
+    | task | 7 | image pixels / 1024^2 | MPx | (0, inf) |
+    | task | 8 | fixed gang size / 8 (0 when the scheduler chooses) | servers / 8 | [0, 1] |
+    | task | 9 | can start now | flag | {0, 1} |
+    | task | 10 | cold start it would pay on its best gang now / tau | tau | [0, inf) |
+    | task | 11 | nominal warm service time (deadline reference) / tau | tau | (0, inf) |
+    | task | 12 | position in the queue / window (0: oldest) | share | [0, 1) |
+    | task | 13+ | its model, one-hot | one-hot | {0, 1} |
+    | server | 4 | remaining busy time / tau | tau | [0, inf) |
+    | server | 5 | speed relative to the preset's reference GPU | ratio | (0, inf) |
+    | server | 6 | memory / 80 GB | 80 GB | (0, inf) |
+    | server | 7 | free now | flag | {0, 1} |
+    | server | 8 | size of its warm group / 8 (rules with groups) | servers / 8 | [0, 1] |
+    | server | 9 | its whole warm group is free | flag | {0, 1} |
+    | server | 10-12 | zero | - | {0} |
+    | server | 13+ | models it serves warm | flags | {0, 1} |
+    | global | 4 | time since the episode start / tau | tau | [0, inf) |
+    | global | 5 | queue length / window | share | [0, inf) |
+    | global | 6 | share of the episode's tasks not yet arrived | share | [0, 1] |
+    | global | 7 | free servers / servers | share | [0, 1] |
 
     ## Rewards
     On a dispatch: ``min(cap, scale / (avg_wait + duration + wait)) + w_q * q(steps)
@@ -55,8 +74,14 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting State
     The workload of the episode (arrival times, models, resolutions, gang sizes,
-    deadlines) is drawn from ``self.np_random`` at ``reset``; the simulator's latency
-    noise uses an independent stream spawned from it. The first observation is at the
+    deadlines) and the latency noise come from the *episode seed*:
+    :func:`eat.sim.simulator.episode_rngs` of it, exactly as
+    :func:`eat.evaluation.runner.run_episode` draws them, so ``reset(seed=s)`` gives the
+    same tasks as ``run_episode(..., seed=s)`` and a policy trained on this environment is
+    compared with the package's schedulers on the same workloads. ``reset(seed=s)`` uses
+    ``s`` itself; a reset without a seed draws the next episode seed from
+    ``self.np_random`` (``info["episode_seed"]`` says which). With several rates, the
+    episode's rate is drawn from ``self.np_random``. The first observation is at the
     first decision epoch.
 
     ## Episode End
@@ -70,6 +95,9 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     ``params.yaml``).
 
     ## Version History
+    - v1: the task token gains its queue position (column 12), so tasks that arrived
+      together are told apart; ``reset(seed=s)`` draws the workload of
+      ``episode_rngs(s)``, the same as the evaluation's; registered by ``import eat``.
     - v0: initial version.
     """
 
@@ -99,6 +127,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.encoder.action_size,), np.float32)
         self.rate = self.rates[0]
+        self.episode_seed: int | None = None
         self._last_time = 0.0
 
     def _info(self, **extra: Any) -> dict[str, Any]:
@@ -117,14 +146,12 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
             self.rate = float(options["rate"])
         else:
             self.rate = self.rates[int(self.np_random.integers(len(self.rates)))]
-        workload_seq, noise_seq = np.random.SeedSequence(int(self.np_random.integers(2**63))).spawn(
-            2
-        )
-        tasks = make_tasks(self.sim, self.rate, np.random.default_rng(workload_seq))
-        self.sim.reset(tasks, np.random.default_rng(noise_seq))
+        self.episode_seed = seed if seed is not None else int(self.np_random.integers(2**32))
+        workload_rng, noise_rng = episode_rngs(self.episode_seed)
+        self.sim.reset(make_tasks(self.sim, self.rate, workload_rng), noise_rng)
         self.sim.advance()
         self._last_time = self.sim.now
-        return self.encoder.observe(), self._info(dt=0.0)
+        return self.encoder.observe(), self._info(dt=0.0, episode_seed=self.episode_seed)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         sim = self.sim
@@ -150,9 +177,4 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.encoder.observe(), float(reward), terminated, truncated, info
 
 
-def register() -> None:
-    """Register :data:`ENV_ID` with Gymnasium (idempotent)."""
-    if ENV_ID not in gym.registry:
-        gym.register(
-            ENV_ID, entry_point="eat.sim.env:EdgeClusterEnv", max_episode_steps=MAX_EPISODE_STEPS
-        )
+register_env()  # importing this module directly registers the id too

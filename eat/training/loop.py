@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from eat import ENV_ID
 from eat.devices import resolve_device
 from eat.evaluation.runner import run_episode, scheduler_rng
 from eat.params import HYPERPARAMETERS, Params, PresetConfig, SACConfig, SchedulerSettings
@@ -55,7 +56,7 @@ from eat.schedulers.rl.sac import (
     ReplayBuffer,
     seed_everything,
 )
-from eat.sim.env import ENV_ID, EdgeClusterEnv
+from eat.sim.env import EdgeClusterEnv
 
 log = logging.getLogger(__name__)
 

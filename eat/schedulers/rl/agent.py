@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 
 from eat.params import SACConfig
-from eat.schedulers.base import Scheduler
+from eat.schedulers.policy import PolicyScheduler
 from eat.schedulers.rl.actors import DiffusionActor, GaussianActor
 from eat.schedulers.rl.sac import build_actor
-from eat.sim.encoding import Encoder
-from eat.sim.simulator import Dispatch, Simulator
+from eat.sim.encoding import N_FEATURES, Encoder
+from eat.sim.simulator import Simulator
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -76,7 +75,7 @@ def load_actor(directory: Path, device: str = "cpu") -> tuple[GaussianActor | Di
     return actor, record
 
 
-class RLScheduler(Scheduler):
+class RLScheduler(PolicyScheduler):
     """A trained actor behind the :class:`Scheduler` interface.
 
     ``decide`` observes the simulator exactly as the Gymnasium environment does
@@ -85,37 +84,64 @@ class RLScheduler(Scheduler):
     evaluation runs it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
     """
 
-    name: ClassVar[str] = "rl"
-
-    def __init__(self, actor: torch.nn.Module, name: str = "rl", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        actor: torch.nn.Module,
+        name: str = "rl",
+        device: str = "cpu",
+        *,
+        trained_on: str | None = None,
+    ) -> None:
         self.actor = actor.eval()
-        self.name = name  # type: ignore[misc]
         self.device = device
-        self._encoder: Encoder | None = None
+        self.trained_on = trained_on
+        """The preset the actor was trained on (for error messages)."""
+        super().__init__(self._deterministic_action, name)
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self._encoder = Encoder(sim)
+        super().reset(sim, rng)
+        self.check_fits(self.encoder(sim))
 
-    def action(self, sim: Simulator) -> np.ndarray:
-        """The deterministic flat action at the current decision epoch."""
-        if self._encoder is None or self._encoder.sim is not sim:
-            self._encoder = Encoder(sim)
-        obs = torch.from_numpy(self._encoder.observe()).to(self.device).unsqueeze(0)
+    def check_fits(self, encoder: Encoder) -> None:
+        """Refuse an observation the network cannot read: any encoder needs the column
+        count it was trained with (it grows with the number of models); an MLP encoder
+        also needs the same number of tokens (queue window + servers + 1)."""
+        config = self.actor.encoder.config
+        trained_models = config["in_features"] - N_FEATURES
+        fixed_tokens = "n_tokens" in config  # the MLP encoder reads a flat vector
+        fits = config["in_features"] == encoder.n_features and (
+            not fixed_tokens or config["n_tokens"] == encoder.n_tokens
+        )
+        if fits:
+            return
+        where = f" on preset {self.trained_on!r}" if self.trained_on else ""
+        trained = f"{trained_models} model(s)"
+        if fixed_tokens:
+            trained += f" and {config['n_tokens']} tokens (queue window + servers + 1)"
+        kind = "an MLP encoder (a fixed input size)" if fixed_tokens else "an attention encoder"
+        raise ValueError(
+            f"scheduler {self.name!r} has {kind} trained{where} for {trained}; this "
+            f"simulator has {len(encoder.models)} model(s) and {encoder.n_tokens} tokens "
+            f"(window {encoder.window} + {encoder.n_servers} servers + 1). "
+            + (
+                "Use an attention agent (eat), which reads any cluster size, or train on "
+                "this cluster."
+                if fixed_tokens
+                else "Train on a preset with the same models."
+            )
+        )
+
+    def _deterministic_action(self, observation: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        obs = torch.from_numpy(observation).to(self.device).unsqueeze(0)
         with torch.inference_mode():
             out = self.actor(obs, None, deterministic=True)
         return out.action[0].cpu().numpy()
-
-    def decide(self, sim: Simulator) -> Dispatch | None:
-        action = self.action(sim)
-        assert self._encoder is not None
-        return self._encoder.decode(action)
 
 
 def load_scheduler(directory: Path, name: str | None = None, device: str = "cpu") -> RLScheduler:
     """A checkpoint as a scheduler (named after its agent unless ``name`` is given)."""
     actor, record = load_actor(directory, device)
-    return RLScheduler(actor, name or record["agent"], device)
+    return RLScheduler(actor, name or record["agent"], device, trained_on=record.get("preset"))
 
 
 __all__ = [
