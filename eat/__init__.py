@@ -11,6 +11,21 @@ latency model) -> ``sim`` (the event-driven simulator and its Gymnasium environm
 
 from __future__ import annotations
 
+import os as _os
+import platform as _platform
+
+# Bitwise-reproducible numerics on any x86-64 machine. ATen dispatches its vectorised CPU
+# kernels (LayerNorm, softmax, GELU: the attention encoder) on the CPU's widest ISA, so
+# an AVX-512 machine and an AVX2 one train different `eat` networks from the same seed
+# (measured: the MLP agents agree bitwise, the attention agent does not). Pinning ATen,
+# MKL (conditional numerical reproducibility) and oneDNN to AVX2 makes every machine
+# with AVX2 compute the same floats. Read when torch loads: eat sets them first, and a
+# training run records the capability it ran with (eat.training.loop).
+if _platform.machine().lower() in ("x86_64", "amd64"):
+    _os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+    _os.environ.setdefault("MKL_CBWR", "AVX2")
+    _os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
 from gymnasium.envs.registration import register as _register
 from gymnasium.envs.registration import registry as _registry
 

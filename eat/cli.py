@@ -133,7 +133,7 @@ def _train(params, paths, args: argparse.Namespace) -> int:
         from eat.stages import train
 
         summary = train.run(params, paths, progress=not args.no_progress)
-        print(f"{summary['runs']} runs in {summary['wall_s']:.0f} s")
+        print(f"{summary['runs']} runs; costs in {paths.train.results / 'costs.csv'}")
         return 0
     from eat.stages.common import setup_logging
     from eat.training.loop import resolve_runs, train_run, write_run

@@ -6,6 +6,7 @@ point (tiny budgets throughout, CleanRL's smoke-test habit)."""
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -328,6 +329,14 @@ def test_resume_after_interruption_equals_uninterrupted(params, tmp_path):
     with pytest.raises(RunInterrupted, match="run again to resume"):
         train_run(spec, checkpoint_dir=tmp_path, stop_after_episodes=2)
     assert (tmp_path / "resume.pt").exists()
+    # a checkpoint is resumed only by the run that wrote it
+    other = tiny_spec(
+        params, init="scratch", bc_weight=0.0, total_steps=150, eval_every=50, tau=0.01
+    )
+    with pytest.raises(
+        ValueError, match=r"checkpoint of another run \(it differs in \['config'\]\)"
+    ):
+        train_run(other, checkpoint_dir=tmp_path)
     resumed = train_run(spec, checkpoint_dir=tmp_path)
     assert not (tmp_path / "resume.pt").exists()  # a finished run removes its checkpoint
     for name, tensor in straight.actor_state.items():
@@ -457,20 +466,44 @@ def test_run_specs_cover_the_matrix_and_ablation(params):
     assert not set(params.seeds.train) & (set(params.seeds.validation) | set(params.seeds.test))
 
 
-def test_ray_matrix_trains_in_parallel_and_writes_models(params, tmp_path):
+def test_ray_matrix_trains_the_same_models_as_a_serial_run(params, tmp_path):
+    """The Ray matrix (runs in parallel worker processes, in whatever order they start and
+    report) writes model folders byte for byte equal to a serial run in this process."""
     specs = [
         tiny_spec(params, agent=agent, total_steps=40, eval_every=40, bc_updates=10)
         for agent in ("eat", "sac")
     ]
     summaries = run_matrix(
-        specs, tmp_path, parallel="ray", ray_address=None, num_cpus=2, progress=False
+        specs, tmp_path / "ray", parallel="ray", ray_address=None, num_cpus=2, progress=False
     )
     assert [s["agent"] for s in summaries] == ["eat", "sac"]
+    run_matrix(
+        specs,
+        tmp_path / "serial",
+        parallel="serial",
+        ray_address=None,
+        num_cpus=None,
+        progress=False,
+    )
     for agent in ("eat", "sac"):
-        directory = tmp_path / "paper" / agent / "seed0"
+        directory = tmp_path / "ray" / "paper" / agent / "seed0"
         assert (directory / "actor.pt").exists() and (directory / "curves.csv").exists()
         load_scheduler(directory)
-    assert not (tmp_path / "_resume").exists()
+        for name in ("actor.pt", "config.json", "curves.csv", "episodes.csv", "summary.json"):
+            serial = tmp_path / "serial" / "paper" / agent / "seed0" / name
+            assert (directory / name).read_bytes() == serial.read_bytes(), (agent, name)
+    assert not (tmp_path / "ray" / "_resume").exists()
+
+
+def test_numerics_are_pinned_to_one_cpu_capability():
+    """import eat pins ATen, MKL and oneDNN to AVX2 on x86-64, so AVX-512 and AVX2
+    machines train the same attention networks (the capability is read when torch first
+    dispatches, so importing torch first does not matter)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the pin is for x86-64")
+    code = "import torch, eat; torch.zeros(1) + 1; print(torch.backends.cpu.get_cpu_capability())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "AVX2"
 
 
 def test_train_entry_point_smoke(tmp_path):

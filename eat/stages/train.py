@@ -44,15 +44,19 @@ def train(params: Params, models: Path, *, progress: bool = True) -> Training:
     return Training(runs, pd.concat(curves, ignore_index=True), runs.attrs["wall_s"])
 
 
+COST_COLUMNS = ["run_name", "preset", "agent", "seed", "device", "cpu_capability", "wall_s"]
+"""What a run cost on this machine (costs.csv): measurements, kept apart from the
+results the seeds determine (runs.csv, the summary)."""
+
+
 def summarise(training: Training) -> dict[str, Any]:
-    """The stage's metrics: per preset and agent, the mean over seeds."""
+    """The stage's metrics: per preset and agent, the mean over seeds (no wall times:
+    those are measurements of the machine, in reports/train/costs.csv)."""
     runs = training.runs
-    summary: dict[str, Any] = {"wall_s": training.wall_s, "runs": len(runs)}
+    summary: dict[str, Any] = {"runs": len(runs)}
     for (preset, agent), frame in runs.groupby(["preset", "agent"]):
         summary[f"{preset}/{agent}"] = {
             "n_seeds": len(frame),
-            "wall_s_mean": float(frame["wall_s"].mean()),
-            "wall_s_max": float(frame["wall_s"].max()),
             "val_reward": float(frame["val_reward"].mean()),
             "val_latency": float(frame["val_latency"].mean()),
             "val_quality": float(frame["val_quality"].mean()),
@@ -70,7 +74,9 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     stage = paths.train
     setup_logging(stage.log)
     training = train(params, paths.models, progress=progress)
-    write_csv(training.runs, stage.results / "runs.csv")
+    costs = training.runs[COST_COLUMNS].assign(matrix_wall_s=training.wall_s)
+    write_csv(costs, stage.results / "costs.csv")
+    write_csv(training.runs.drop(columns=["wall_s", "cpu_capability"]), stage.results / "runs.csv")
     write_csv(training.curves, stage.artifacts / "curves.csv")
     for preset, frame in training.curves.groupby("preset"):
         for metric in ("val/reward", "val/latency"):

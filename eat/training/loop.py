@@ -64,6 +64,8 @@ RESUME_FILE = "resume.pt"
 CURVES_FILE = "curves.csv"
 EPISODES_FILE = "episodes.csv"
 SUMMARY_FILE = "summary.json"
+MEASURED_FIELDS = ("wall_s",)
+"""Run-summary fields that measure this machine rather than follow from the seed."""
 
 
 # ---------------------------------------------------------------------------
@@ -209,8 +211,23 @@ def _as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.as_tensor(array, device=device).unsqueeze(0)
 
 
+def run_identity(spec: RunSpec) -> dict[str, Any]:
+    """What makes a run this run: a checkpoint of another identity is never resumed."""
+    return {
+        "run_name": spec.run_name,
+        "config": spec.config.model_dump(),
+        "preset": spec.preset.model_dump(),
+        "rates": spec.rates,
+        "validation_seeds": spec.validation_seeds,
+        "teacher": spec.teacher,
+        "settings": spec.settings.model_dump(),
+        "select_by": spec.select_by,
+    }
+
+
 def _save_resume(
     path: Path,
+    identity: dict[str, Any],
     sac: SAC,
     buffer: ReplayBuffer,
     env: EdgeClusterEnv,
@@ -219,6 +236,7 @@ def _save_resume(
     best_actor: dict | None,
 ) -> None:
     state = {
+        "identity": identity,
         "sac": sac.state_dict(),
         "buffer": buffer.state_dict(),
         "env_rng": env.np_random.bit_generator.state,
@@ -270,6 +288,13 @@ def train_run(
 
     if resume_path is not None and resume_path.exists():
         state = torch.load(resume_path, map_location=device, weights_only=False)
+        saved, wanted = state.get("identity", {}), run_identity(spec)
+        if saved != wanted:
+            differing = sorted(k for k in wanted if saved.get(k) != wanted[k]) or ["format"]
+            raise ValueError(
+                f"{resume_path} is the checkpoint of another run (it differs in "
+                f"{differing}): it cannot be resumed; delete it to start this run afresh"
+            )
         sac.load_state_dict(state["sac"])
         buffer.load_state_dict(state["buffer"])
         env.np_random.bit_generator.state = state["env_rng"]
@@ -424,7 +449,9 @@ def train_run(
                 progress.wall_s += time.perf_counter() - started
                 started = time.perf_counter()
                 resume_path.parent.mkdir(parents=True, exist_ok=True)
-                _save_resume(resume_path, sac, buffer, env, rng, progress, best_actor)
+                _save_resume(
+                    resume_path, run_identity(spec), sac, buffer, env, rng, progress, best_actor
+                )
             if stopping:
                 bar.close()
                 raise RunInterrupted(spec.run_name, progress.global_step)
@@ -445,6 +472,7 @@ def train_run(
         "preset": spec.preset_name,
         "seed": config.seed,
         "device": device,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "wall_s": progress.wall_s,
         "decisions": progress.global_step,
         "episodes": progress.episode,
@@ -500,7 +528,8 @@ def write_run(result: RunResult, out_dir: Path) -> Path:
     )
     result.curves.to_csv(directory / CURVES_FILE, index=False)
     result.episodes.to_csv(directory / EPISODES_FILE, index=False)
-    (directory / SUMMARY_FILE).write_text(json.dumps(result.summary, indent=2) + "\n")
+    # The model folder holds what the seed determines; the wall time (a measurement of
+    # this machine) goes to the run table only, so a repro reproduces models/ bitwise.
+    deterministic = {k: v for k, v in result.summary.items() if k not in MEASURED_FIELDS}
+    (directory / SUMMARY_FILE).write_text(json.dumps(deterministic, indent=2) + "\n")
     return directory
-
-
