@@ -66,7 +66,9 @@ OPTIONAL = {
 
 BENCHMARKS = "benchmarks/results"
 """Where benchmark scripts write ``{"benchmark": str, "results": {name: number},
-"notes": str}`` JSON files."""
+"notes": str}`` JSON files (``eat.benchmarking.report``, which adds ``machine`` and
+``measured_utc``). A JSON file there without a ``benchmark`` key is another kind of
+record (``testbed_gpu_check.json``): the page names it and does not render it."""
 
 AGENTS = ("eat", "d2sac", "sac")
 """The learned agents (:data:`eat.schedulers.rl.AGENTS`), compared with the heuristics."""
@@ -157,6 +159,10 @@ class Benchmark:
     benchmark: str
     results: dict[str, float]
     notes: str
+    measured_utc: str | None = None
+    """When it was measured (``eat.benchmarking`` records it)."""
+    machine: dict[str, Any] | None = None
+    """Where it was measured: processor, cores, Python, load average."""
 
 
 @dataclass
@@ -190,6 +196,8 @@ class Reports:
     testbed_metrics: dict[str, Any] | None = None
     testbed_summary: pd.DataFrame | None = None
     benchmarks: list[Benchmark] = field(default_factory=list)
+    other_results: list[str] = field(default_factory=list)
+    """JSON files in ``benchmarks/results/`` that are not benchmark results."""
 
     def source(self, path: str) -> Source | None:
         return next((source for source in self.sources if source.path == path), None)
@@ -260,10 +268,13 @@ def metrics_frame(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_benchmark(path: Path, relative: str) -> Benchmark:
-    """One benchmark JSON (ReportError naming the file when it is not of the form
-    ``{"benchmark": str, "results": {name: number}, "notes": str}``)."""
+def read_benchmark(path: Path, relative: str) -> Benchmark | None:
+    """One benchmark JSON; None for a JSON without a ``benchmark`` key (another kind of
+    record); ReportError naming the file when it has one but is not of the form
+    ``{"benchmark": str, "results": {name: number}, "notes": str}``."""
     data = json.loads(path.read_text())
+    if not (isinstance(data, dict) and "benchmark" in data):
+        return None
     results = data.get("results") if isinstance(data, dict) else None
     valid = (
         isinstance(data, dict)
@@ -277,7 +288,9 @@ def read_benchmark(path: Path, relative: str) -> Benchmark:
             f"{relative} is not a benchmark result: expected "
             '{"benchmark": str, "results": {name: number}, "notes": str}'
         )
-    return Benchmark(relative, data["benchmark"], dict(results), data["notes"])
+    machine = data.get("machine") if isinstance(data.get("machine"), dict) else None
+    measured = data.get("measured_utc") if isinstance(data.get("measured_utc"), str) else None
+    return Benchmark(relative, data["benchmark"], dict(results), data["notes"], measured, machine)
 
 
 def load_reports(root: Path | str = ".") -> Reports:
@@ -305,11 +318,15 @@ def load_reports(root: Path | str = ".") -> Reports:
             continue
         sources.append(lock_source(root, lock, relative))
         loaded[name] = pd.read_csv(path) if path.suffix == ".csv" else json.loads(path.read_text())
-    benchmarks = []
+    benchmarks, others = [], []
     folder = root / BENCHMARKS
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         relative = path.relative_to(root).as_posix()
-        benchmarks.append(read_benchmark(path, relative))
+        bench = read_benchmark(path, relative)
+        if bench is None:
+            others.append(relative)
+            continue
+        benchmarks.append(bench)
         sources.append(Source(relative, None, None, dvc_md5(path)))
     if not benchmarks:
         missing.append(f"{BENCHMARKS}/*.json")
@@ -321,6 +338,7 @@ def load_reports(root: Path | str = ".") -> Reports:
         sources=sources,
         missing=missing,
         benchmarks=benchmarks,
+        other_results=others,
         **loaded,
     )
 
@@ -998,15 +1016,31 @@ def _section_testbed(reports: Reports) -> list[str]:
 def _section_benchmarks(reports: Reports) -> list[str]:
     lines = ["## Benchmarks", ""]
     if not reports.benchmarks:
-        return lines + _note_missing(
+        lines += _note_missing(
             f"{BENCHMARKS}/*.json", "the scripts of benchmarks/ write them; see docs/benchmarks.md"
         )
     for bench in reports.benchmarks:
         lines += [f"### `{bench.benchmark}` (`{bench.path}`)", ""]
         if bench.notes:
             lines += [" ".join(bench.notes.split()), ""]
+        where = []
+        if bench.measured_utc:
+            where.append(f"measured {bench.measured_utc}")
+        if bench.machine:
+            where.append(", ".join(f"{key} {value}" for key, value in bench.machine.items()))
+        if where:
+            text = "; ".join(where)
+            lines += [text[0].upper() + text[1:] + ".", ""]
         lines += table(["result", "value"], [[f"`{k}`", fmt(v)] for k, v in bench.results.items()])
         lines.append("")
+    if reports.other_results:
+        lines += [
+            "Other records in `benchmarks/results/`, not in the benchmark-result format "
+            "and not rendered here: "
+            + ", ".join(f"`{path}`" for path in reports.other_results)
+            + ".",
+            "",
+        ]
     return lines
 
 

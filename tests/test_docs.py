@@ -307,6 +307,23 @@ def test_required_reports_missing_or_changed_are_errors(tmp_path):
         reporting.load_reports(tmp_path)
 
 
+def test_benchmark_results_render_and_other_records_are_named(tmp_path):
+    benchmark = {
+        "benchmark": "decision_latency",
+        "results": {"eat_decision_ms_median": 1.234, "errors": 0},
+        "notes": "one thread",
+        "measured_utc": "2026-12-01T11:00:00Z",
+        "machine": {"cpus": 2},
+    }
+    _write_repo(tmp_path, benchmark=benchmark)
+    (tmp_path / "benchmarks" / "results" / "testbed_gpu_check.json").write_text('{"rows": []}')
+    text = render_results(reporting.load_reports(tmp_path))
+    assert "### `decision_latency` (`benchmarks/results/sim_speed.json`)" in text
+    assert "Measured 2026-12-01T11:00:00Z; cpus 2." in text
+    assert "| `eat_decision_ms_median` | 1.23 |\n| `errors` | 0 |" in text
+    assert "not rendered here: `benchmarks/results/testbed_gpu_check.json`." in text
+
+
 def test_benchmark_files_must_follow_the_schema(tmp_path):
     _write_repo(
         tmp_path, benchmark={"benchmark": "sim_speed", "results": {"x": "fast"}, "notes": ""}
