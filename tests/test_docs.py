@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -368,3 +372,108 @@ def test_committed_results_are_fresh():
     )
     stale = [str(path.relative_to(REPO)) for path in reporting.stale_docs(REPO)]
     assert stale == [], f"stale: {stale}; regenerate with {reporting.REGENERATE}"
+
+
+# ---------------------------------------------------------------------------
+# README.md and the guide in docs/
+# ---------------------------------------------------------------------------
+
+README_PATH = REPO / "README.md"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    text = heading.strip().lower().replace("`", "")
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    return {
+        _slug(line.lstrip("#")) for line in page.read_text().splitlines() if line.startswith("#")
+    }
+
+
+def _links(page: Path) -> list[tuple[Path, str]]:
+    """Every relative link of ``page`` into docs/ or the README: (target, anchor)."""
+    found = []
+    for target in LINK.findall(page.read_text()):
+        if "://" in target or target.startswith("#"):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve()
+        if resolved.suffix == ".md":
+            found.append((resolved, anchor))
+    return found
+
+
+def _readme_doc_links() -> list[str]:
+    return sorted(
+        {target for target in LINK.findall(README_PATH.read_text()) if target.startswith("docs/")}
+    )
+
+
+def test_readme_is_a_door_of_at_most_300_lines():
+    lines = README_PATH.read_text().splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines; move explanations into docs/"
+
+
+@pytest.mark.parametrize("target", _readme_doc_links())
+def test_readme_docs_link_resolves(target):
+    path, _, anchor = target.partition("#")
+    page = REPO / path
+    generated = {
+        "docs/results.md": reporting.REGENERATE,
+        "docs/parameters.md": REGENERATE_PARAMETERS,
+    }
+    hint = f"; it is generated: {generated[path]}" if path in generated else ""
+    assert page.is_file(), f"README.md links {path}, which does not exist{hint}"
+    if anchor:
+        assert anchor in _anchors(page), f"README.md links {target}: {path} has no such heading"
+
+
+@pytest.mark.parametrize("page", sorted((REPO / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_links_between_docs_resolve(page):
+    for target, anchor in _links(page):
+        assert target.is_file(), (
+            f"{page.name} links {target.relative_to(REPO)}, which does not exist"
+        )
+        if anchor:
+            assert anchor in _anchors(target), (
+                f"{page.name} links {target.name}#{anchor}: no such heading"
+            )
+
+
+def test_no_tracker_numbers_in_the_documentation_or_code():
+    pattern = re.compile(r"\bissues?\s*#?\s*\d+", re.IGNORECASE)
+    files = [README_PATH, REPO / "dvc.yaml", REPO / "params.yaml"]
+    for folder, glob in (
+        ("docs", "**/*.md"),
+        ("eat", "**/*.py"),
+        ("eat", "**/*.md"),
+        ("notebooks", "*.ipynb"),
+    ):
+        files += sorted((REPO / folder).glob(glob))
+    hits = [
+        f"{path.relative_to(REPO)}: {match.group(0)!r}"
+        for path in files
+        for match in pattern.finditer(path.read_text())
+    ]
+    assert hits == [], "internal tracker references: " + "; ".join(hits)
+
+
+def test_readme_python_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README_PATH.read_text(), flags=re.DOTALL)
+    assert blocks, "README.md has no ```python example"
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", blocks[0]],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"the README's example failed:\n{done.stderr[-3000:]}"
+    assert "greedy: mean latency" in done.stdout and "fastest_alone" in done.stdout
