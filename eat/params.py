@@ -851,7 +851,7 @@ class TestbedLoadTest(_Strict):
     timeout_s: PositiveFloat
     """Budget of the whole burst (s): the test stops by itself."""
     scheduler: SchedulerName
-    """Scheduler of the served testbed (a heuristic: the load test loads no models)."""
+    """Scheduler of the served testbed (a heuristic: the load test loads no trained agent)."""
     model: ProfileModel
     """Requested model, at its smallest resolution of the active sizing."""
     deadline_s: PositiveFloat

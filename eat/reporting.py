@@ -304,7 +304,9 @@ def load_reports(root: Path | str = ".") -> Reports:
             )
     lock = read_lock(root)
     sources = [lock_source(root, lock, relative) for relative in REQUIRED]
-    evaluate = (lock["stages"].get("evaluate") or {}).get("params", {}).get("params.yaml", {})
+    evaluate = (
+        ((lock.get("stages") or {}).get("evaluate") or {}).get("params", {}).get("params.yaml", {})
+    )
     settings = evaluate.get("evaluate") or {}
     metrics = metrics_frame(json.loads((root / METRICS).read_text()))
     order = list(settings.get("schedulers") or [])
