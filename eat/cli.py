@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         "params", help="print the parameter reference (every key: type, range, value, doc)"
     )
     reference.add_argument("--markdown", action="store_true", help="as docs/parameters.md")
+    docs = commands.add_parser(
+        "docs",
+        help="write docs/results.md and the README's headline tables from the committed "
+        "reports under --root",
+    )
+    docs.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 naming every stale file"
+    )
     for name, text in STAGE_COMMANDS.items():
         command = commands.add_parser(name, help=text)
         if name in ("train", "evaluate"):
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(parameter_reference(markdown=args.markdown), end="")
         return 0
+    if args.command == "docs":
+        return _docs(args.root, check=args.check)
     try:
         params = load_params(args.params)
     except (ParamsError, FileNotFoundError) as error:
@@ -121,6 +131,24 @@ def main(argv: list[str] | None = None) -> int:
                 for metric in ("latency_mean", "quality_mean"):
                     print(f"\n{preset}: {metric} [95% CI] by arrival rate (tasks/s)")
                     print(summary_table(aggregated, preset, metric).to_string())
+    return 0
+
+
+def _docs(root: Path, *, check: bool) -> int:
+    """``eat docs``: render the generated pages; with ``check``, only compare them."""
+    from eat.reporting import REGENERATE, ReportError, stale_docs, write_docs
+
+    try:
+        if check:
+            stale = stale_docs(root)
+            for path in stale:
+                print(f"eat docs: {path} is stale; regenerate with `{REGENERATE}`", file=sys.stderr)
+            return 1 if stale else 0
+        for path in write_docs(root):
+            print(f"wrote {path}")
+    except ReportError as error:
+        print(f"eat docs: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

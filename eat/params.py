@@ -46,21 +46,29 @@ class ModelMix(_Strict):
     """Share of requests and resolutions for one diffusion model."""
 
     share: Annotated[float, Field(gt=0, le=1)]
-    """Fraction of requests that ask for this model (shares are renormalised)."""
+    """Fraction of requests that ask for this model (dimensionless; the shares of all
+    models are renormalised to sum to 1)."""
     resolutions: list[PositiveInt] = Field(min_length=1)
-    """Image side lengths (pixels) requested, drawn uniformly."""
+    """Image side lengths (px; square images) requested of this model, each drawn with
+    equal probability."""
 
 
 class DeadlineConfig(_Strict):
     """QoS target of each task: ``deadline = arrival + slack * nominal``."""
 
     mode: Literal["none", "slack"]
-    """``none``: tasks have no deadline; ``slack``: deadline from a slack factor."""
+    """``none``: tasks have no deadline (never missed); ``slack``: the deadline is the
+    arrival time plus a slack factor times the nominal latency."""
     slack_min: PositiveFloat
+    """Smallest slack factor (dimensionless, multiplies the nominal latency); the factor
+    is drawn uniformly from [slack_min, slack_max] per task. Unused with ``mode: none``."""
     slack_max: PositiveFloat
+    """Largest slack factor (dimensionless, >= slack_min). Unused with ``mode: none``."""
     reference_gpu: str
-    """GPU type whose warm single-server latency at ``reference_steps`` is the nominal."""
+    """GPU type (a key of ``gpu_types``) whose warm single-server latency at
+    ``reference_steps`` is the nominal latency."""
     reference_steps: PositiveInt
+    """Denoising steps of the nominal latency (steps)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> DeadlineConfig:
@@ -78,26 +86,33 @@ class WorkloadConfig(_Strict):
     """Arrival process: Poisson, 2-state Markov-modulated Poisson (bursty), diurnal
     (sinusoidal non-homogeneous Poisson), or replay of a CSV trace."""
     initial_tasks: Annotated[int, Field(ge=0)]
-    """Tasks already queued at t = 0."""
+    """Tasks already queued at t = 0 (tasks; <= total_tasks)."""
     total_tasks: PositiveInt
-    """Tasks per episode, the initial ones included."""
+    """Tasks per episode, the initial ones included (tasks)."""
     burst_ratio: Annotated[float, Field(ge=1)]
-    """mmpp: arrival rate in the burst state over the rate in the calm state."""
+    """mmpp: arrival rate in the burst state over the rate in the calm state
+    (dimensionless); the long-run mean rate stays the swept rate."""
     burst_share: Annotated[float, Field(gt=0, lt=1)]
-    """mmpp: long-run share of time spent in the burst state."""
+    """mmpp: long-run share of time spent in the burst state (dimensionless)."""
     burst_mean_duration_s: PositiveFloat
     """mmpp: mean sojourn in the burst state (s)."""
     diurnal_period_s: PositiveFloat
     """diurnal: period of the rate modulation (s)."""
     diurnal_amplitude: Annotated[float, Field(ge=0, lt=1)]
-    """diurnal: relative amplitude of the sinusoidal rate."""
+    """diurnal: relative amplitude of the sinusoidal rate (dimensionless): the rate is
+    ``rate * (1 + amplitude * sin(2 pi t / period))``."""
     trace_path: str | None
-    """trace: CSV with columns arrival, model, resolution and optionally deadline, gang_size."""
+    """trace: CSV with columns arrival (s), model, resolution (px) and optionally
+    deadline (s after arrival) and gang_size; its arrivals are rescaled to the swept
+    mean rate. null for the other processes."""
     models: dict[str, ModelMix] = Field(min_length=1)
+    """Model name (a key of the preset's ``models``) -> its share of the requests and
+    its resolutions."""
     gang_sizes: list[PositiveInt]
-    """paper-style presets: gang size drawn uniformly per task from this list; empty
-    when the scheduler chooses the gang."""
+    """paper-style presets: gang size (servers) drawn uniformly per task from this list;
+    empty when the scheduler chooses the gang."""
     deadline: DeadlineConfig
+    """Each task's QoS deadline."""
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkloadConfig:
@@ -116,6 +131,8 @@ class WorkloadConfig(_Strict):
 
 
 class GpuType(_Strict):
+    """One GPU type of a preset's cluster."""
+
     memory_gb: PositiveFloat | None
     """GPU memory (GB); null: the GPU catalogue's (``edge`` preset only)."""
     speed: PositiveFloat | None
@@ -125,22 +142,35 @@ class GpuType(_Strict):
 
 
 class ServerGroup(_Strict):
+    """Servers of one GPU type; the cluster's server ids follow the list order."""
+
     gpu: str
+    """GPU type of these servers (a key of ``gpu_types``)."""
     count: PositiveInt
+    """Number of servers of this type (servers, one GPU each)."""
 
 
 class ModelSpec(_Strict):
+    """A diffusion model the cluster serves."""
+
     memory_gb: PositiveFloat
-    """Resident footprint: weights of every component plus working memory."""
+    """Resident footprint in GPU memory (GB): weights of every component plus working
+    memory. A server whose memory is smaller never runs the model; on ``edge`` the
+    resident models of a server share its memory (LRU eviction)."""
     profile_model: str
-    """Model name in the latency profile whose per-step rows this model uses."""
+    """Model family in the latency profile (``sd15`` or ``sdxl``) whose per-step,
+    decode, encode and cold-start rows this model uses (``edge``; unused by the paper
+    tables)."""
 
 
 class PaperLatency(_Strict):
     """The reference simulator's typed-in tables, indexed by gang size."""
 
     per_step_s: dict[int, PositiveFloat]
+    """Gang size (servers) -> seconds per denoising step of the whole gang (s)."""
     reload_s: dict[int, NonNegativeFloat]
+    """Gang size (servers) -> seconds a cold gang of that size pays to load the model
+    before its first step (s)."""
 
     @model_validator(mode="after")
     def _same_keys(self) -> PaperLatency:
@@ -158,7 +188,8 @@ class ProfileLatency(_Strict):
     derived from datasheet numbers."""
 
     catalogue: str
-    """GPU catalogue: CSV in eat/data (or a path) with datasheet numbers and sources."""
+    """GPU catalogue: CSV in eat/data (or a path) with datasheet numbers (memory, FP16
+    TFLOPS, memory bandwidth, boost clock) and their sources."""
     measured: dict[str, list[str]] = Field(min_length=1)
     """Catalogue GPU type -> the profile CSVs measured on it (eat/data names or paths)."""
     anchor: str
@@ -174,9 +205,10 @@ class ProfileLatency(_Strict):
     batch: Literal[1, 2]
     """2: classifier-free-guidance pair on one server; 1: one branch."""
     load_bandwidth_gbps: PositiveFloat
-    """Disk-to-GPU load bandwidth of a cold start (GB/s)."""
+    """Disk-to-GPU load bandwidth of a cold start (GB/s, gigabytes per second)."""
     cold_start_overhead_s: NonNegativeFloat
-    """Fixed cost of a cold start beyond reading weights: process start, CUDA context."""
+    """Fixed cost of a cold start beyond reading weights (s): process start, CUDA
+    context."""
 
     @model_validator(mode="after")
     def _anchor_measured(self) -> ProfileLatency:
@@ -192,28 +224,39 @@ class ProfileLatency(_Strict):
 
 
 class NetworkConfig(_Strict):
+    """Links between servers (the per-step exchange of patch parallelism) and to the
+    client (the result image)."""
+
     bandwidth_gbps: PositiveFloat
-    """Server-to-server link bandwidth for patch exchange (GB/s)."""
+    """Server-to-server link bandwidth for the patch exchange (GB/s, gigabytes per
+    second: 10 GbE is 1.25)."""
     latency_s: NonNegativeFloat
     """Per-exchange latency (s), paid once per denoising step by a gang of 2+."""
     activation_bytes_per_latent_pixel: NonNegativeFloat | None
-    """Bytes one member receives per step per latent pixel of the whole image, times
-    (n - 1) / n; null: derived per model from its UNet's activation sizes (DistriFusion:
-    self-attention K/V, conv boundaries, GroupNorm statistics, output latent)."""
+    """Bytes one member receives per step per latent pixel of the whole image (bytes),
+    times (n - 1) / n for a gang of n; null: derived per model from its UNet's
+    activation sizes (DistriFusion: self-attention K/V, conv boundaries, GroupNorm
+    statistics, output latent)."""
     overlap: Literal["sequential", "overlapped"]
     """``sequential``: step pace = compute + communication; ``overlapped``: max of both."""
     client_bandwidth_gbps: PositiveFloat
-    """Server-to-client bandwidth for returning the image (GB/s)."""
+    """Server-to-client bandwidth for returning the image (GB/s, gigabytes per second)."""
     image_bytes_per_pixel: NonNegativeFloat
-    """Encoded image size per pixel (PNG of a natural image: about 1.5-2 bytes)."""
+    """Encoded image size per image pixel (bytes; 0: the transmission is free)."""
 
 
 class QualityConfig(_Strict):
+    """Image quality as a function of the denoising steps s (:mod:`eat.sim.quality`)."""
+
     curve: Literal["eat_reference", "saturating"]
     """``eat_reference``: q(s) = 0 for s < 5, 0.16 log6(s) - 0.02 for 5 <= s <= 30,
     0.27 above (zzf1955/EAT); ``saturating``: q_max (1 - exp(-s / tau))."""
     q_max: PositiveFloat
+    """saturating: the quality approached as the steps grow (dimensionless). Unused by
+    ``eat_reference``."""
     tau: PositiveFloat
+    """saturating: the steps over which the quality rises to 63% of q_max (steps).
+    Unused by ``eat_reference``."""
 
 
 class RewardConfig(_Strict):
@@ -221,11 +264,16 @@ class RewardConfig(_Strict):
     - deadline_penalty * missed."""
 
     latency_scale: PositiveFloat
+    """``scale`` of the latency term (reward x s): the term is scale / (avg_wait +
+    duration + wait), so it reaches the cap at latency_scale / latency_cap seconds."""
     latency_cap: PositiveFloat
+    """``cap``: the largest value of the latency term (reward units)."""
     quality_weight: NonNegativeFloat
+    """Weight of the quality q(steps) in the reward (reward units per unit quality)."""
     deadline_penalty: NonNegativeFloat
+    """Subtracted when the task finishes after its deadline (reward units)."""
     avg_wait_window: PositiveInt
-    """How many still-queued tasks enter avg_wait (the reference uses 10)."""
+    """How many still-queued tasks enter avg_wait (tasks; the reference uses 10)."""
 
 
 class PresetConfig(_Strict):
@@ -236,24 +284,42 @@ class PresetConfig(_Strict):
     rule; ``edge``: the scheduler chooses gang size and servers; models have
     memory-limited residency."""
     gpu_types: dict[str, GpuType] = Field(min_length=1)
+    """GPU type name -> its memory and speed. ``edge``: names of the GPU catalogue."""
     servers: list[ServerGroup] = Field(min_length=1)
+    """The cluster: groups of servers of one GPU type each."""
     models: dict[str, ModelSpec] = Field(min_length=1)
+    """Model name -> its memory footprint and latency-profile family."""
     allowed_gang_sizes: list[PositiveInt] = Field(min_length=1)
+    """Gang sizes (servers, one row patch each) a task may run with. ``edge``: the
+    scheduler chooses among them (the action's gang slot indexes this list);
+    ``paper``: each task's own size (drawn from ``workload.gang_sizes``) decides, and
+    this list only sets the rows of the ``build_env`` latency table."""
     min_steps: PositiveInt
+    """Fewest denoising steps a dispatch may use (steps)."""
     max_steps: PositiveInt
+    """Most denoising steps a dispatch may use (steps, >= min_steps)."""
     paper_latency: PaperLatency | None
+    """``paper``: the reference's per-step and reload tables; null for ``edge``."""
     profile_latency: ProfileLatency | None
+    """``edge``: the calibrated latency model over measured GPU profiles; null for
+    ``paper``."""
     network: NetworkConfig
+    """Server-to-server and server-to-client links (``edge``; the paper tables include
+    any exchange)."""
     latency_noise_cv: NonNegativeFloat
-    """Coefficient of variation of a multiplicative gamma noise on compute time; 0 is
-    deterministic, 1 is exponential service."""
+    """Coefficient of variation of a multiplicative gamma noise on compute time
+    (dimensionless); 0 is deterministic, 1 is exponential service."""
     quality: QualityConfig
+    """Steps-to-quality curve."""
     reward: RewardConfig
+    """Reward of a dispatch."""
     workload: WorkloadConfig
+    """Arrival process and task mix of an episode."""
     queue_window: PositiveInt
-    """Queued tasks visible to the scheduler (FIFO order)."""
+    """Queued tasks visible to the scheduler, oldest first (tasks): the task slots of
+    the observation and the action."""
     time_scale_s: PositiveFloat
-    """Divides times in the observation."""
+    """Divides every time in the observation (s): waiting, deadlines, busy times."""
     time_limit_s: PositiveFloat | None
     """Truncate an environment episode once simulated time passes this (s); null: none."""
 
@@ -317,10 +383,19 @@ class PresetConfig(_Strict):
 
 
 class EnvSection(_Strict):
+    """The simulated systems (:mod:`eat.sim`): the ``paper`` preset reproduces the EAT
+    reference model (4 identical servers, gang size fixed per task, the reference's
+    latency tables, quality curve and reward); the ``edge`` preset is a heterogeneous
+    edge cluster whose latencies come from the calibrated model over measured GPU
+    profiles, with memory-limited model residency, deadlines, and the gang size and
+    servers chosen by the scheduler."""
+
     presets: list[PresetName] = Field(min_length=1)
     """Presets the pipeline builds and evaluates."""
     paper: PresetConfig
+    """The EAT reference model (``kind: paper``)."""
     edge: PresetConfig
+    """The heterogeneous edge cluster (``kind: edge``)."""
 
     @model_validator(mode="after")
     def _kinds(self) -> EnvSection:
@@ -338,8 +413,14 @@ class SeedsSection(_Strict):
     """Workload seeds: disjoint sets so that nothing is evaluated on what it trained on."""
 
     train: list[Seed] = Field(min_length=1)
+    """Training seeds: run ``i`` of an agent uses ``train[i]`` for its networks, replay
+    sampling and training workloads; the testbed loads the agents of ``train[0]``."""
     validation: list[Seed] = Field(min_length=1)
+    """Workload seeds of the periodic validation during training and of the
+    ``build_env`` sample episodes."""
     test: list[Seed] = Field(min_length=1)
+    """Workload seeds of the evaluation (``test[:evaluate.n_seeds]``), identical for
+    every scheduler."""
 
     @model_validator(mode="after")
     def _disjoint(self) -> SeedsSection:
@@ -355,11 +436,14 @@ class SchedulerSettings(_Strict):
     """Fixed choices of the heuristics that do not optimise them."""
 
     fixed_steps: PositiveInt
-    """Steps used by fifo, first_fit and warm_first (and by the warm floor)."""
+    """Steps used by fifo, first_fit and warm_first, and by the warm floor (steps;
+    clipped into the preset's [min_steps, max_steps])."""
     fixed_gang_size: PositiveInt
-    """edge: gang size used by fifo, first_fit and warm_first."""
+    """edge: gang size used by fifo, first_fit and warm_first (servers; the largest
+    allowed size not above it)."""
     target_quality: Annotated[float, Field(ge=0)]
-    """eft: fewest steps whose quality reaches this."""
+    """eft: it uses the fewest steps whose quality reaches this (dimensionless, on the
+    quality curve's scale)."""
 
 
 ProfileModel = Literal["sd15", "sdxl"]
@@ -370,17 +454,17 @@ class ProfileGrid(_Strict):
     """What one profiling run measures."""
 
     resolutions: dict[ProfileModel, list[PositiveInt]]
-    """Image side lengths (pixels, multiples of 8) per model."""
+    """Image side lengths (px, multiples of 8) profiled per model."""
     patches: list[PositiveInt] = Field(min_length=1)
     """Row patches: the image split over this many servers (1 = the whole image)."""
     batches: list[Literal[1, 2]] = Field(min_length=1)
     """UNet batch: 2 = the classifier-free-guidance pair, 1 = one branch."""
     warmup: Annotated[int, Field(ge=0)]
-    """Untimed calls before each measurement."""
+    """Untimed calls before each measurement (calls)."""
     repeats: PositiveInt
-    """Timed calls per measurement (the median is reported)."""
+    """Timed calls per measurement (calls; the median is reported)."""
     cold_start_trials: Annotated[int, Field(ge=0)]
-    """``from_pretrained`` loads timed per component."""
+    """``from_pretrained`` loads timed per component (loads; 0: no cold starts)."""
 
     @model_validator(mode="after")
     def _multiples_of_8(self) -> ProfileGrid:
@@ -394,7 +478,12 @@ class ProfileGrid(_Strict):
 
 
 class ProfileSection(_Strict):
-    """The ``profile`` stage: GPU latency profiling of the SD components (eat.profiling)."""
+    """The ``profile`` stage: latency profiling of the SD components on this machine's
+    device (:mod:`eat.profiling`). On a GPU it profiles the released architectures
+    (grid ``real``) and, when the GPU catalogue knows the GPU, the ``edge`` preset uses
+    that profile; on a CPU-only machine a tiny smoke profile (grid ``tiny``) exercises
+    the code and the ``edge`` preset keeps the shipped reference profiles
+    (``reports/latency_source.json`` records which)."""
 
     device: Literal["auto", "cuda", "cpu"]
     """``auto``: CUDA when torch sees a GPU, else CPU."""
@@ -404,6 +493,8 @@ class ProfileSection(_Strict):
     dtype: Literal["auto", "float16", "bfloat16", "float32"]
     """``auto``: float16 on CUDA, float32 on CPU."""
     models: list[ProfileModel] = Field(min_length=1)
+    """Model families profiled: ``sd15`` (SD 1.x UNet, VAE, CLIP ViT-L) and ``sdxl``
+    (SDXL UNet, VAE, both text encoders)."""
     model_dirs: dict[ProfileModel, str | None]
     """Local diffusers model folders (``unet/``, ``vae/``, ``text_encoder/``...) per model;
     null: the architecture's config with random weights (latency does not depend on
@@ -414,8 +505,12 @@ class ProfileSection(_Strict):
     threads: PositiveInt
     """torch.set_num_threads for the run (CPU intra-op threads)."""
     seed: Seed
+    """Seeds the random weights (``torch.manual_seed``) and the inputs of the profiled
+    calls."""
     real: ProfileGrid
+    """The grid of the released architectures (``model_size: real``)."""
     tiny: ProfileGrid
+    """The grid of the miniature architectures (``model_size: tiny``): a CPU smoke run."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ProfileSection:
@@ -436,44 +531,76 @@ class ProfileSection(_Strict):
 
 
 class BuildEnvSection(_Strict):
+    """The ``build_env`` stage: build every preset of ``env.presets``, check its
+    Gymnasium environment with ``check_env``, and describe it (latency table, a sample
+    workload, a few sample episodes)."""
+
     sample_episodes: PositiveInt
-    """Episodes simulated per preset for the sanity plots."""
+    """Episodes simulated per preset for the sanity plots (episodes, on
+    ``seeds.validation[:sample_episodes]``)."""
     sample_scheduler: HeuristicName
+    """Heuristic that drives the sample episodes."""
     sample_rate: dict[PresetName, PositiveFloat]
+    """Arrival rate of the environment check, the sample workload and the sample
+    episodes, per preset (tasks/s)."""
 
 
 class GanttSpec(_Strict):
+    """Which episode the Gantt chart shows (the first test seed)."""
+
     preset: PresetName
+    """Preset of the charted episode."""
     scheduler: SchedulerName
+    """Scheduler of the charted episode (a heuristic: only their raw episodes are kept)."""
     rate: PositiveFloat
+    """Arrival rate of the charted episode (tasks/s; one of ``rates`` of the preset)."""
 
 
 class EvaluateSection(_Strict):
+    """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
+    the same test workloads, means with bootstrap confidence intervals (crossed over
+    training and test seeds for the learned agents), and the comparisons of ``eat``."""
+
     schedulers: list[SchedulerName] = Field(min_length=1)
+    """Schedulers evaluated: heuristics, and learned agents loaded from the ``train``
+    stage's models (every training seed)."""
     rates: dict[PresetName, list[PositiveFloat]]
     """Arrival-rate sweep per preset (tasks/s)."""
     n_seeds: PositiveInt
-    """How many of seeds.test each (scheduler, rate) point runs."""
+    """How many of seeds.test each (scheduler, rate) point runs (episodes)."""
     confidence: Annotated[float, Field(gt=0, lt=1)]
+    """Two-sided level of the bootstrap confidence intervals (dimensionless)."""
     bootstrap_resamples: Annotated[int, Field(ge=100)]
+    """Bootstrap resamples per interval (resamples)."""
     gantt: GanttSpec
+    """The episode drawn as a Gantt chart."""
 
 
 class AblationVariant(_Strict):
     """An ablation run: the ``eat`` agent with another encoder, actor or chain length."""
 
     encoder: Literal["attention", "mlp"]
+    """State encoder (as SACConfig ``encoder``)."""
     actor: Literal["diffusion", "gaussian"]
+    """Actor head (as SACConfig ``actor``)."""
     denoising_steps: PositiveInt
+    """Steps K of the diffusion actor's reverse chain (steps; unused by ``gaussian``)."""
     init: Literal["scratch", "bc"]
+    """Warm start (as SACConfig ``init``)."""
     bc_weight: NonNegativeFloat
+    """Weight of the teacher-imitation term during SAC (as SACConfig ``bc_weight``)."""
 
 
 class AblationSpec(_Strict):
+    """Variants of the ``eat`` agent trained beside the agents and evaluated on one
+    preset; every other hyperparameter is the ``train`` section's."""
+
     preset: PresetName
+    """Preset the variants are trained and evaluated on."""
     n_seeds: PositiveInt
     """Training runs per variant (seeds.train[:n_seeds])."""
     variants: dict[str, AblationVariant] = Field(min_length=1)
+    """Variant name (the model folder's and the report's name) -> what it changes."""
 
 
 EncoderKind = Literal["attention", "mlp"]
@@ -686,9 +813,11 @@ class TestbedWorkload(_Strict):
     process: Literal["poisson", "mmpp", "diurnal", "trace"]
     """As env.edge.workload.process (burst, diurnal and deadline settings come from there)."""
     trace_path: str | None
+    """trace: the CSV to replay (as env.edge.workload.trace_path); null otherwise."""
     rate: PositiveFloat
     """Arrival rate (tasks/s)."""
     total_tasks: PositiveInt
+    """Tasks in the workload (tasks; all arrive after t = 0)."""
     seed: Seed
     """Workload seed (the same tasks for every scheduler, testbed and simulator)."""
     prompts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
@@ -705,21 +834,28 @@ class TestbedProfile(_Strict):
     """Profiling of the testbed's own hardware (the simulator's latency source)."""
 
     warmup: Annotated[int, Field(ge=0)]
+    """Untimed calls before each measurement (calls)."""
     repeats: PositiveInt
+    """Timed calls per measurement (calls; the median is used)."""
     cold_start_trials: PositiveInt
+    """``from_pretrained`` loads timed per component (loads)."""
 
 
 class TestbedLoadTest(_Strict):
     """A bounded burst of HTTP requests on loopback after the comparison (0: none)."""
 
     requests: Annotated[int, Field(ge=0, le=1000)]
+    """Requests of the burst (requests; 0: no load test)."""
     concurrency: PositiveInt
+    """Requests in flight at most (requests)."""
     timeout_s: PositiveFloat
     """Budget of the whole burst (s): the test stops by itself."""
     scheduler: SchedulerName
+    """Scheduler of the served testbed (a heuristic: the load test loads no trained agent)."""
     model: ProfileModel
     """Requested model, at its smallest resolution of the active sizing."""
     deadline_s: PositiveFloat
+    """Deadline of every request, after its arrival (s)."""
 
 
 class TestbedSection(_Strict):
@@ -745,40 +881,56 @@ class TestbedSection(_Strict):
     threads: PositiveInt
     """torch threads per worker (and for the profile of the same hardware)."""
     object_store_mb: PositiveInt
+    """Object store of the embedded Ray (MB, 2^20 bytes); unused with ``address``."""
     noise_scheduler: Literal["ddim", "euler"]
+    """Diffusers noise scheduler of the reverse loop (deterministic: eta 0)."""
     guidance_scale: NonNegativeFloat
     """Classifier-free guidance (> 1: on, a batch of 2 per UNet call)."""
     margin_rows: Annotated[int, Field(ge=0)]
     """Overlap margin of a row patch (latent rows, rounded up to the UNet's factor)."""
     gang_sizes: list[PositiveInt] = Field(min_length=1)
-    """Patch counts the schedulers may choose (allowed_gang_sizes)."""
+    """Patch counts the schedulers may choose (servers; the testbed preset's
+    allowed_gang_sizes)."""
     min_steps: PositiveInt
+    """Fewest denoising steps a dispatch may use (steps)."""
     max_steps: PositiveInt
+    """Most denoising steps a dispatch may use (steps, >= min_steps)."""
     schedulers: list[SchedulerName] = Field(min_length=1)
     """Heuristics, and trained agents (models of the train stage, preset learned_preset,
     first training seed)."""
     learned_preset: PresetName
+    """Preset whose trained agents drive the testbed
+    (``models/<learned_preset>/<agent>/seed<seeds.train[0]>``)."""
     max_restarts: Annotated[int, Field(ge=0)]
     """Ray restarts of a killed worker (an empty cache after each)."""
     max_attempts: PositiveInt
     """Attempts of a task whose gang failed before it is reported failed."""
     restart_timeout_s: PositiveFloat
+    """How long the controller waits for a dead worker to answer again after Ray
+    restarts it (s); past it the server stays out of service."""
     expected_restart_s: PositiveFloat
-    """Predicted down time of a dead worker, for the schedulers."""
+    """Predicted down time of a dead worker, for the schedulers (s)."""
     hang_factor: Annotated[float, Field(ge=1.0)]
     """A gang with no result after max(hang_min_s, hang_factor x its predicted duration)
     is hung: its unresponsive members (or, if all answer, the whole gang) are killed and
     restarted by Ray, and the task is re-run."""
     hang_min_s: PositiveFloat
+    """The shortest time without a result before a gang counts as hung (s)."""
     ping_timeout_s: PositiveFloat
-    """How long a member of a late gang has to answer a ping before it counts as hung."""
+    """How long a member of a late gang has to answer a ping before it counts as hung
+    (s)."""
     workload: TestbedWorkload
+    """The workload replayed on the testbed and simulated."""
     profile: TestbedProfile
+    """Profiling of the workers' hardware before the runs."""
     load_test: TestbedLoadTest
+    """The HTTP load test after the runs."""
     grid_images: Annotated[int, Field(ge=0)]
-    """Images shown in the report's grid."""
+    """Images shown in the report's grid (images)."""
     tiny: TestbedSizing
+    """What a CPU testbed serves (the miniature architectures)."""
     real: TestbedSizing
+    """What a GPU testbed serves (the released architectures)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TestbedSection:
@@ -805,14 +957,26 @@ class TestbedSection(_Strict):
 
 
 class Params(_Strict):
+    """The whole ``params.yaml``: one section per stage, plus the presets, the seeds and
+    the heuristics' settings that several stages read."""
+
     profile: ProfileSection
+    """The ``profile`` stage."""
     env: EnvSection
+    """The simulated presets (``build_env``, ``train``, ``evaluate``; ``testbed`` reads
+    ``env.edge``)."""
     seeds: SeedsSection
+    """Disjoint training, validation and test seeds."""
     schedulers: SchedulerSettings
+    """The heuristics' fixed choices."""
     build_env: BuildEnvSection
+    """The ``build_env`` stage."""
     train: TrainSection
+    """The ``train`` stage."""
     evaluate: EvaluateSection
+    """The ``evaluate`` stage."""
     testbed: TestbedSection
+    """The ``testbed`` stage."""
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
