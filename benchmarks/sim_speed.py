@@ -1,6 +1,8 @@
 """Simulator speed, on one core: tasks per second through the Gymnasium API (random
-valid actions), and through the raw simulator (no Gymnasium wrapper) with every
-heuristic, for both presets.
+valid actions); through the raw simulator with every heuristic (the episode loop of
+:func:`eat.evaluation.runner.simulate` on workloads drawn beforehand: no Gymnasium
+wrapper, no workload generation, no pandas frames); and the cost of
+:meth:`~eat.sim.simulator.Simulator.fork` in the middle of an episode, for both presets.
 
 Run: ``python benchmarks/sim_speed.py [--seconds 5]``. It writes
 ``benchmarks/results/sim_speed.json`` (``--out`` elsewhere) and ends with
@@ -19,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from eat.benchmarking import report
-from eat.evaluation.runner import run_episode
+from eat.evaluation.runner import scheduler_rng, simulate
 from eat.params import load_params, repo_params_path
 from eat.schedulers import SCHEDULERS, make_scheduler
 from eat.sim.encoding import N_GLOBAL_ACTIONS
 from eat.sim.env import EdgeClusterEnv
+from eat.sim.simulator import Simulator, episode_rngs, make_tasks
 
 
 def random_valid_action(mask: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
@@ -57,12 +60,44 @@ def env_speed(env: EdgeClusterEnv, seconds: float) -> tuple[float, float]:
 
 def scheduler_speed(preset, name: str, settings, rate: float, seconds: float) -> float:
     """Tasks per second of whole episodes of the raw simulator driven by ``name``."""
-    tasks, seed = 0, 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds or tasks == 0:
-        tasks += len(run_episode(preset, make_scheduler(name, settings), rate, seed).tasks)
+    sim = Simulator(preset)
+    scheduler = make_scheduler(name, settings)
+    workloads = []
+    for seed in range(20):
+        workload_rng, _ = episode_rngs(seed)
+        workloads.append(make_tasks(sim, rate, workload_rng))
+    tasks, seed, elapsed = 0, 0, 0.0
+    while elapsed < seconds or tasks == 0:
+        workload = workloads[seed % len(workloads)]
+        _, noise_rng = episode_rngs(seed % len(workloads))
+        started = time.perf_counter()
+        simulate(sim, scheduler, workload, noise_rng, scheduler_rng(name, seed))
+        elapsed += time.perf_counter() - started
+        tasks += len(workload)
         seed += 1
-    return tasks / (time.perf_counter() - started)
+    return tasks / elapsed
+
+
+def fork_cost_us(preset, settings, rate: float, repeats: int = 2000) -> float:
+    """Microseconds per fork of a simulator half-way through an episode (first_fit)."""
+    sim = Simulator(preset)
+    workload_rng, noise_rng = episode_rngs(0)
+    tasks = make_tasks(sim, rate, workload_rng)
+    sim.reset(tasks, noise_rng)
+    scheduler = make_scheduler("first_fit", settings)
+    scheduler.reset(sim, scheduler_rng("first_fit", 0))
+    ongoing = sim.advance()
+    while ongoing and len(sim.records) < len(tasks) // 2:
+        decision = scheduler.decide(sim)
+        if decision is None:
+            ongoing = sim.wait()
+        else:
+            sim.dispatch(decision)
+            ongoing = sim.advance()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        sim.fork(records=False)
+    return (time.perf_counter() - started) / repeats * 1e6
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
             speed = scheduler_speed(preset, scheduler, params.schedulers, rate, args.seconds / 2)
             results[f"{name}_raw_{scheduler}_tasks_per_s"] = speed
             print(f"{name:5s} {scheduler:10s} {rate:g}/s: {speed:9.0f} tasks/s (raw simulator)")
+        fork_us = fork_cost_us(preset, params.schedulers, rate)
+        results[f"{name}_fork_us"] = fork_us
+        print(f"{name:5s} fork of a mid-episode simulator: {fork_us:.1f} us")
     report(
         "sim_speed",
         results,

@@ -19,8 +19,21 @@ PresetName = Literal["paper", "edge"]
 HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
 AgentName = Literal["eat", "d2sac", "sac"]
 """Learned agents (``eat.schedulers.rl.AGENTS``); evaluated from the ``train`` stage's models."""
+PlannerName = Literal["rollout", "clairvoyant"]
+"""Search-based schedulers (``eat.schedulers.rollout``)."""
 SchedulerName = Literal[
-    "random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf", "eat", "d2sac", "sac"
+    "random",
+    "fifo",
+    "first_fit",
+    "greedy",
+    "eft",
+    "warm_first",
+    "edf",
+    "rollout",
+    "clairvoyant",
+    "eat",
+    "d2sac",
+    "sac",
 ]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -444,6 +457,35 @@ class SchedulerSettings(_Strict):
     target_quality: Annotated[float, Field(ge=0)]
     """eft: it uses the fewest steps whose quality reaches this (dimensionless, on the
     quality curve's scale)."""
+
+
+class RolloutSettings(_Strict):
+    """One search-based scheduler (``eat.schedulers.rollout``): at each decision epoch it
+    scores a few candidate decisions by simulating continuations under a base heuristic
+    and takes the best."""
+
+    base: dict[PresetName, HeuristicName]
+    """The heuristic whose decision is a candidate and that drives every continuation."""
+    candidates: PositiveInt
+    """Dispatches scored besides the base's own decision and waiting: the best by
+    immediate reward (task, gang, steps)."""
+    samples: PositiveInt
+    """Continuations per candidate (the same sampled futures and noise for every
+    candidate: common random numbers); their mean return scores it."""
+    horizon: PositiveInt
+    """Dispatches per continuation, the candidate's own included."""
+
+
+class PlannersSection(_Strict):
+    """The search-based schedulers: ``rollout`` plans online (future arrivals sampled
+    from the preset's workload process); ``clairvoyant`` runs the same search knowing the
+    episode's true future: an achievable reference no online scheduler can be expected to
+    beat."""
+
+    rollout: RolloutSettings
+    """The online rollout planner."""
+    clairvoyant: RolloutSettings
+    """The clairvoyant reference (``samples`` is its number of noise draws)."""
 
 
 ProfileModel = Literal["sd15", "sdxl"]
@@ -969,6 +1011,8 @@ class Params(_Strict):
     """Disjoint training, validation and test seeds."""
     schedulers: SchedulerSettings
     """The heuristics' fixed choices."""
+    planners: PlannersSection
+    """The search-based schedulers (``evaluate``)."""
     build_env: BuildEnvSection
     """The ``build_env`` stage."""
     train: TrainSection

@@ -15,6 +15,7 @@ from eat.evaluation.metrics import episode_metrics
 from eat.params import PresetConfig
 from eat.schedulers.base import Scheduler
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
+from eat.sim.workload import Task
 
 
 @dataclass
@@ -53,14 +54,36 @@ def run_episode(
     training device, not part of the evaluation)."""
     sim = sim or Simulator(preset)
     workload_rng, noise_rng = episode_rngs(seed)
-    sim.reset(make_tasks(sim, rate, workload_rng), noise_rng)
-    scheduler.reset(sim, scheduler_rng(scheduler.name, seed))
+    tasks = make_tasks(sim, rate, workload_rng)
+    decision_seconds = simulate(
+        sim, scheduler, tasks, noise_rng, scheduler_rng(scheduler.name, seed), arrival_rate=rate
+    )
+    return EpisodeResult(
+        sim.records_frame(), sim.segments_frame(), sim.n_servers, sim.horizon, decision_seconds
+    )
+
+
+def simulate(
+    sim: Simulator,
+    scheduler: Scheduler,
+    tasks: list[Task],
+    noise_rng: np.random.Generator | None,
+    scheduler_rng: np.random.Generator,
+    *,
+    arrival_rate: float | None = None,
+) -> list[float]:
+    """The episode loop: ``tasks`` on ``sim`` decided by ``scheduler`` until every task
+    has completed; returns the wall-clock seconds of each decision (the records stay in
+    ``sim``). :func:`run_episode` draws the tasks and builds the frames around it."""
+    sim.reset(tasks, noise_rng, arrival_rate=arrival_rate)
+    scheduler.reset(sim, scheduler_rng)
     decision_seconds: list[float] = []
+    clock = time.perf_counter
     ongoing = sim.advance()
     while ongoing:
-        started = time.perf_counter()
+        started = clock()
         decision = scheduler.decide(sim)
-        decision_seconds.append(time.perf_counter() - started)
+        decision_seconds.append(clock() - started)
         if decision is None:
             ongoing = sim.wait()
         else:
@@ -68,11 +91,9 @@ def run_episode(
             ongoing = sim.advance()
     if len(sim.records) != len(sim.tasks):
         raise RuntimeError(
-            f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran (seed {seed})"
+            f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran"
         )
-    return EpisodeResult(
-        sim.records_frame(), sim.segments_frame(), sim.n_servers, sim.horizon, decision_seconds
-    )
+    return decision_seconds
 
 
 def warm_floor_latency(preset: PresetConfig, rate: float, seed: int, steps: int) -> float:

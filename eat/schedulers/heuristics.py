@@ -30,6 +30,7 @@ from typing import ClassVar
 from eat.latency import GangTiming
 from eat.params import SchedulerSettings
 from eat.schedulers.base import Scheduler
+from eat.sim.reward import rewards_over_steps
 from eat.sim.simulator import Dispatch, Simulator
 from eat.sim.workload import Task
 
@@ -123,11 +124,18 @@ def rewards_by_steps(sim: Simulator, task: Task, timing: GangTiming) -> list[tup
     """``(steps, reward)`` of dispatching ``task`` now on a gang with ``timing``, for
     every steps value in range: what ``sim.preview`` gives, without re-validating and
     re-timing the dispatch for each steps value."""
-    avg_wait = sim.avg_wait_excluding(task)
-    return [
-        (steps, sim.reward(task, avg_wait, timing.duration(steps), steps))
-        for steps in steps_range(sim)
-    ]
+    return rewards_over_steps(
+        sim.preset.reward,
+        sim.quality.table,
+        steps_range(sim),
+        wait=sim.now - task.arrival,
+        avg_wait=sim.avg_wait_excluding(task),
+        now=sim.now,
+        deadline=task.deadline,
+        setup_s=timing.setup_s,
+        step_s=timing.step_s,
+        tail_s=timing.tail_s,
+    )
 
 
 def free_candidates(sim: Simulator, task: Task, cache: TimingCache) -> list[tuple[Gang, GangTiming]]:

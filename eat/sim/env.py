@@ -148,7 +148,8 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
             self.rate = self.rates[int(self.np_random.integers(len(self.rates)))]
         self.episode_seed = seed if seed is not None else int(self.np_random.integers(2**32))
         workload_rng, noise_rng = episode_rngs(self.episode_seed)
-        self.sim.reset(make_tasks(self.sim, self.rate, workload_rng), noise_rng)
+        tasks = make_tasks(self.sim, self.rate, workload_rng)
+        self.sim.reset(tasks, noise_rng, arrival_rate=self.rate)
         self.sim.advance()
         self._last_time = self.sim.now
         return self.encoder.observe(), self._info(dt=0.0, episode_seed=self.episode_seed)

@@ -9,6 +9,8 @@ congestion it leaves behind), ``missed`` whether it finishes after its deadline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from eat.params import RewardConfig
 
 
@@ -28,3 +30,33 @@ def dispatch_reward(
     if missed:
         reward -= config.deadline_penalty
     return reward
+
+
+def rewards_over_steps(
+    config: RewardConfig,
+    quality: Sequence[float],
+    steps: range,
+    *,
+    wait: float,
+    avg_wait: float,
+    now: float,
+    deadline: float,
+    setup_s: float,
+    step_s: float,
+    tail_s: float,
+) -> list[tuple[int, float]]:
+    """``(steps, reward)`` for every steps value: :func:`dispatch_reward` of a gang whose
+    duration is ``setup_s + steps * step_s + tail_s``, computed in the same order (the
+    same floats) without a call per value: schedulers that search steps ask this for
+    every candidate gang. ``quality[s]`` is the quality of ``s`` steps."""
+    scale, cap = config.latency_scale, config.latency_cap
+    weight, penalty = config.quality_weight, config.deadline_penalty
+    rewards = []
+    for count in steps:
+        duration = setup_s + count * step_s + tail_s
+        reward = min(cap, scale / max(avg_wait + duration + wait, 1e-9))
+        reward += weight * quality[count]
+        if now + duration > deadline:
+            reward -= penalty
+        rewards.append((count, reward))
+    return rewards

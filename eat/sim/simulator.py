@@ -19,8 +19,8 @@ Reward of a dispatch (0 for waiting): :func:`eat.sim.reward.dispatch_reward`.
 
 from __future__ import annotations
 
+import copy
 import heapq
-import itertools
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -42,10 +42,13 @@ from eat.sim.workload import Task
 PRIORITY_COMPLETION = 0
 PRIORITY_LOAD_DONE = 1
 PRIORITY_ARRIVAL = 2
+PRIORITY_WAKEUP = 3
 
 EVENT_COMPLETION = "completion"
 EVENT_LOAD_DONE = "load_done"
 EVENT_ARRIVAL = "arrival"
+EVENT_WAKEUP = "wakeup"
+"""Changes no state: a decision epoch at a chosen time (a scheduler that plans a start)."""
 
 #: ``Server.task_id`` of a server that is out of service (live driving, set_server_down).
 SERVER_DOWN = -1
@@ -119,15 +122,25 @@ class Simulator:
         self._clear([], None)
 
     # ------------------------------------------------------------------ set-up
-    def reset(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
+    def reset(
+        self,
+        tasks: list[Task],
+        rng: np.random.Generator | None,
+        *,
+        arrival_rate: float | None = None,
+    ) -> None:
         """Start a new episode with ``tasks`` (arrivals in the future are events);
         ``rng`` draws the latency noise (None: the preset has none, ``latency_noise_cv``
-        0, as for a live shadow that predicts expected timings)."""
+        0, as for a live shadow that predicts expected timings). ``arrival_rate`` is the
+        rate of the workload process the tasks were drawn from, for schedulers that model
+        the workload (None: unknown, as on a live system)."""
         self._clear(tasks, rng)
+        self.arrival_rate = arrival_rate
 
     def _clear(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
         self.now: SimTime = 0.0
         self.rng = rng
+        self.arrival_rate: float | None = None
         self.servers = [
             Server(i, gpu, speed, memory)
             for i, (gpu, speed, memory) in enumerate(self.server_specs)
@@ -140,7 +153,7 @@ class Simulator:
             repeated = sorted(task_id for task_id, count in counts.items() if count > 1)
             raise SimulationError(f"task ids must be unique; repeated: {repeated}")
         self._events: list[tuple[SimTime, int, int, str, object]] = []
-        self._sequence = itertools.count()
+        self._next_sequence = 0
         self._running: dict[int, Outcome] = {}
         self.placement.reset()
         self.records: list[tuple] = []
@@ -158,7 +171,73 @@ class Simulator:
     def _schedule(self, time: SimTime, priority: int, kind: str, payload: object) -> None:
         if time < self.now:
             raise SimulationError(f"event {kind} scheduled in the past: {time} < now {self.now}")
-        heapq.heappush(self._events, (time, priority, next(self._sequence), kind, payload))
+        heapq.heappush(self._events, (time, priority, self._next_sequence, kind, payload))
+        self._next_sequence += 1
+
+    def schedule_wakeup(self, time: SimTime) -> None:
+        """An event at ``time`` that changes nothing, so that a scheduler which plans to
+        start a task then gets a decision epoch (if a dispatch is possible then)."""
+        self._schedule(time, PRIORITY_WAKEUP, EVENT_WAKEUP, None)
+
+    # ------------------------------------------------------------------ copies
+    def fork(self, *, records: bool = True) -> Simulator:
+        """An independent copy of the whole state: queue, servers and residency, clock,
+        pending events, the placement rule's state and the noise generator. Whatever
+        happens in the fork never touches this simulator; driven with the same
+        decisions, it produces the same records. ``records=False`` starts the fork's
+        records and segments empty (planners only need the rewards)."""
+        fork = object.__new__(Simulator)
+        # what never changes during an episode is shared
+        fork.preset, fork.quality, fork.latency = self.preset, self.quality, self.latency
+        fork.allowed_gang_sizes, fork.server_specs = self.allowed_gang_sizes, self.server_specs
+        fork.n_servers, fork._noise_cv = self.n_servers, self._noise_cv
+        fork.now, fork.n_free, fork.arrival_rate = self.now, self.n_free, self.arrival_rate
+        fork.rng = None if self.rng is None else copy.deepcopy(self.rng)
+        fork.servers = [
+            Server(
+                s.server_id,
+                s.gpu,
+                s.speed,
+                s.memory_gb,
+                OrderedDict(s.resident),
+                s.busy_until,
+                s.task_id,
+                s.group,
+            )
+            for s in self.servers
+        ]
+        fork.queue = list(self.queue)  # tasks and outcomes are never mutated: shared
+        fork.tasks = dict(self.tasks)
+        fork._events = list(self._events)
+        fork._next_sequence = self._next_sequence
+        fork._running = dict(self._running)
+        fork.records = list(self.records) if records else []
+        fork.segments = list(self.segments) if records else []
+        fork.n_completed, fork.n_arrived = self.n_completed, self.n_arrived
+        fork.placement = type(self.placement)(fork)
+        fork.placement.copy_state(self.placement)
+        return fork
+
+    def future_arrivals(self) -> list[Task]:
+        """The tasks that have not arrived yet, in arrival order (what an online scheduler
+        does not know)."""
+        pending = [payload for _, _, _, kind, payload in self._events if kind == EVENT_ARRIVAL]
+        return sorted(pending, key=lambda task: (task.arrival, task.task_id))
+
+    def replace_future_arrivals(self, tasks: list[Task]) -> None:
+        """Forget the tasks that have not arrived and expect ``tasks`` instead (a planner
+        samples them from the workload process); their arrivals must not be in the past
+        and their ids must be new."""
+        pending = {task.task_id for task in self.future_arrivals()}
+        self._events = [event for event in self._events if event[3] != EVENT_ARRIVAL]
+        heapq.heapify(self._events)
+        for task_id in pending:
+            del self.tasks[task_id]
+        for task in tasks:
+            if task.task_id in self.tasks:
+                raise SimulationError(f"task id {task.task_id} already exists")
+            self.tasks[task.task_id] = task
+            self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
 
     # ------------------------------------------------------------------ events
     def _process_instant(self) -> None:
@@ -243,7 +322,15 @@ class Simulator:
     def has_decision(self) -> bool:
         if not self.queue or self.n_free == 0:
             return False
-        return any(self.can_dispatch(task) for task in self.window())
+        placement, seen = self.placement, set()
+        for task in self.queue[: self.preset.queue_window]:
+            need = (task.model, task.gang_size)  # tasks with equal needs start or not alike
+            if need in seen:
+                continue
+            if placement.feasible_gang_sizes(task):
+                return True
+            seen.add(need)
+        return False
 
     def dispatchable(self) -> list[Task]:
         return [task for task in self.window() if self.can_dispatch(task)]

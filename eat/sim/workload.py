@@ -128,17 +128,52 @@ def generate_tasks(
     arrivals = np.concatenate(
         [np.zeros(n_initial), arrival_times(workload, rate, workload.total_tasks - n_initial, rng)]
     )
+    return _tasks_at(workload, arrivals, 0, rng, nominal_latency)
+
+
+def sample_future_tasks(
+    workload: WorkloadConfig,
+    rate: float,
+    start: SimTime,
+    count: int,
+    first_id: int,
+    rng: np.random.Generator,
+    nominal_latency: Callable[[str, int], float] | None = None,
+) -> list[Task]:
+    """``count`` tasks arriving after ``start`` from the workload process at ``rate``,
+    with ids from ``first_id``: what a planner that models the workload expects when it
+    does not know the real future. The process restarts at ``start`` (exact for Poisson,
+    which is memoryless; the burst state of ``mmpp`` and the phase of ``diurnal`` start
+    afresh; ``trace`` is modelled as Poisson at its mean rate)."""
+    if count <= 0:
+        return []
+    process = workload if workload.process != "trace" else workload.model_copy(
+        update={"process": "poisson"}
+    )
+    arrivals = start + arrival_times(process, rate, count, rng)
+    return _tasks_at(workload, arrivals, first_id, rng, nominal_latency)
+
+
+def _tasks_at(
+    workload: WorkloadConfig,
+    arrivals: np.ndarray,
+    first_id: int,
+    rng: np.random.Generator,
+    nominal_latency: Callable[[str, int], float] | None,
+) -> list[Task]:
+    """Tasks arriving at ``arrivals``, their models, resolutions, gang sizes and deadlines
+    drawn from the workload's mix (in this order: the draws of a seed are fixed)."""
     models = list(workload.models)
     shares = np.array([workload.models[m].share for m in models])
     model_index = rng.choice(len(models), size=len(arrivals), p=shares / shares.sum())
     tasks = []
-    for task_id, (arrival, index) in enumerate(zip(arrivals, model_index, strict=True)):
+    for offset, (arrival, index) in enumerate(zip(arrivals, model_index, strict=True)):
         model = models[index]
         resolutions = workload.models[model].resolutions
         resolution = int(resolutions[rng.integers(len(resolutions))])
         gang = int(rng.choice(workload.gang_sizes)) if workload.gang_sizes else None
         deadline = _draw_deadline(workload, float(arrival), model, resolution, rng, nominal_latency)
-        tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang))
+        tasks.append(Task(first_id + offset, float(arrival), model, resolution, deadline, gang))
     return tasks
 
 
