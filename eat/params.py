@@ -67,11 +67,18 @@ class ModelMix(_Strict):
 
 
 class DeadlineConfig(_Strict):
-    """QoS target of each task: ``deadline = arrival + slack * nominal``."""
+    """QoS target of each task: ``deadline = arrival + slack * nominal`` (``slack``), or
+    ``arrival + slo_scale * standalone`` (``slo``)."""
 
-    mode: Literal["none", "slack"]
+    mode: Literal["none", "slack", "slo"]
     """``none``: tasks have no deadline (never missed); ``slack``: the deadline is the
-    arrival time plus a slack factor times the nominal latency."""
+    arrival time plus a slack factor times the nominal latency; ``slo``: the arrival time
+    plus ``slo_scale`` times the task's standalone latency (warm, on an empty cluster, on
+    the fastest gang it could get, at ``reference_steps``), as serving systems state
+    SLOs."""
+    slo_scale: PositiveFloat
+    """``slo``: the deadline's multiple of the standalone latency (dimensionless; 1 is
+    the fastest possible service). Unused by the other modes."""
     slack_min: PositiveFloat
     """Smallest slack factor (dimensionless, multiplies the nominal latency); the factor
     is drawn uniformly from [slack_min, slack_max] per task. Unused with ``mode: none``."""
@@ -273,9 +280,18 @@ class QualityConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    """r = min(cap, scale / (avg_wait + duration + wait)) + quality_weight * q
-    - deadline_penalty * missed."""
+    """``objective: latency``: r = min(cap, scale / (avg_wait + duration + wait)) +
+    quality_weight * q - deadline_penalty * missed; ``objective: slo``: r =
+    slo_met_reward * met + slo_quality_weight * q."""
 
+    objective: Literal["latency", "slo"]
+    """``latency``: the EAT reference's reward (latency credit, quality, deadline
+    penalty); ``slo``: meeting the deadline, quality as the tie-breaker."""
+    slo_met_reward: NonNegativeFloat
+    """``slo``: reward of a task that finishes by its deadline (reward units)."""
+    slo_quality_weight: NonNegativeFloat
+    """``slo``: weight of the quality q(steps), small beside slo_met_reward so that it
+    only breaks ties (reward units per unit quality)."""
     latency_scale: PositiveFloat
     """``scale`` of the latency term (reward x s): the term is scale / (avg_wait +
     duration + wait), so it reaches the cap at latency_scale / latency_cap seconds."""
@@ -598,14 +614,44 @@ class GanttSpec(_Strict):
     """Arrival rate of the charted episode (tasks/s; one of ``rates`` of the preset)."""
 
 
+class SloSweep(_Strict):
+    """The SLO sweep of the ``evaluate`` stage: every scheduler with deadlines at
+    ``scale`` x each task's standalone latency (``deadline.mode: slo``), against the
+    scale at the middle rate of each preset's sweep and against the rate at
+    ``load_scale``; SLO attainment with bootstrap intervals."""
+
+    scales: list[PositiveFloat] = Field(min_length=1)
+    """SLO scales swept at the middle rate (dimensionless multiples of the standalone
+    latency)."""
+    load_scale: PositiveFloat
+    """The SLO scale of the sweep against the arrival rate (dimensionless)."""
+    objective: Literal["latency", "slo"]
+    """The reward objective during the sweep (``slo``: meeting the deadline, quality as
+    the tie-breaker), which the reward-driven schedulers (greedy, planners) maximise."""
+    n_seeds: PositiveInt
+    """How many of seeds.test each point runs (episodes)."""
+    n_train_seeds: PositiveInt
+    """Training seeds of each learned agent in the sweep (seeds.train[:n_train_seeds])."""
+
+
 class EvaluateSection(_Strict):
     """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
     the same test workloads, means with bootstrap confidence intervals (crossed over
     training and test seeds for the learned agents), and the comparisons of ``eat``."""
 
     schedulers: list[SchedulerName] = Field(min_length=1)
-    """Schedulers evaluated: heuristics, and learned agents loaded from the ``train``
-    stage's models (every training seed)."""
+    """Schedulers evaluated: heuristics, planners (``planners``), and learned agents
+    loaded from the ``train`` stage's models (every training seed)."""
+    reference: PlannerName
+    """The reference whose share of the gap from ``random`` each scheduler closes (on
+    reward and on latency); it must be among ``schedulers``, as must ``random``."""
+    parallel: Literal["ray", "serial"]
+    """``ray``: episodes in parallel through Ray (a local instance on loopback, or the
+    cluster at ``ray_address``), with the same results as ``serial``."""
+    ray_address: str | None
+    """null: a local Ray instance; else the address of an existing cluster."""
+    num_cpus: PositiveInt | None
+    """Local Ray: cores to use (null: all)."""
     rates: dict[PresetName, list[PositiveFloat]]
     """Arrival-rate sweep per preset (tasks/s)."""
     n_seeds: PositiveInt
@@ -616,6 +662,18 @@ class EvaluateSection(_Strict):
     """Bootstrap resamples per interval (resamples)."""
     gantt: GanttSpec
     """The episode drawn as a Gantt chart."""
+    slo: SloSweep
+    """The SLO sweep."""
+
+    @model_validator(mode="after")
+    def _reference(self) -> EvaluateSection:
+        missing = [name for name in ("random", self.reference) if name not in self.schedulers]
+        if missing:
+            raise ValueError(
+                f"schedulers must include {missing}: the gap-closed shares run from random to "
+                f"the reference {self.reference!r}"
+            )
+        return self
 
 
 class AblationVariant(_Strict):
@@ -1052,6 +1110,16 @@ class Params(_Strict):
             raise ValueError(
                 f"train.validation_seeds ({self.train.validation_seeds}) exceeds the "
                 f"{len(self.seeds.validation)} seeds in seeds.validation"
+            )
+        if self.evaluate.slo.n_seeds > len(self.seeds.test):
+            raise ValueError(
+                f"evaluate.slo.n_seeds ({self.evaluate.slo.n_seeds}) exceeds the "
+                f"{len(self.seeds.test)} seeds in seeds.test"
+            )
+        if self.evaluate.slo.n_train_seeds > self.train.n_seeds:
+            raise ValueError(
+                f"evaluate.slo.n_train_seeds ({self.evaluate.slo.n_train_seeds}) exceeds "
+                f"train.n_seeds ({self.train.n_seeds})"
             )
         if self.evaluate.n_seeds > len(self.seeds.test):
             raise ValueError(

@@ -38,6 +38,7 @@ __all__ = [
     "scheduler_palette",
 ]
 
+
 def _select_preset(aggregated: pd.DataFrame, preset: str, columns: Sequence[str]) -> pd.DataFrame:
     required = ["preset", "scheduler", "rate", *columns]
     missing = [c for c in required if c not in aggregated.columns]
@@ -404,4 +405,82 @@ def ablation_figure(
         low = min(lows)
         ax.set_ylim(bottom=max(0.0, low - 0.15 * (max(highs) - low + 1e-9)))
     fig.suptitle("Ablation (mean over the arrival-rate sweep, 95% CI)")
+    return finish(fig, path)
+
+
+def gap_closed_vs_rate(
+    aggregated: pd.DataFrame, preset: str, reference: str, path: str | Path | None = None
+) -> Figure:
+    """Every scheduler as a percentage of the reference against the rate: the share of
+    the gap from Random (0%) to the reference (100%) it closes, on reward (left) and on
+    latency (right), with the paired-bootstrap intervals."""
+    fig, axes = new_figure_grid((13.0, 4.8), 1, 2)
+    for ax, metric, title in (
+        (axes[0, 0], "reward_gap_closed", "mean reward"),
+        (axes[0, 1], "latency_gap_closed", "mean latency"),
+    ):
+        frame = _select_preset(
+            aggregated, preset, [metric, f"{metric}_ci_low", f"{metric}_ci_high"]
+        )
+        palette = scheduler_palette(frame["scheduler"])
+        for scheduler, group in frame.groupby("scheduler", sort=True):
+            group = group.sort_values("rate")
+            values = 100 * group[metric].to_numpy(float)
+            low = 100 * group[f"{metric}_ci_low"].to_numpy(float)
+            high = 100 * group[f"{metric}_ci_high"].to_numpy(float)
+            ax.errorbar(
+                group["rate"],
+                values,
+                yerr=[np.maximum(values - low, 0), np.maximum(high - values, 0)],
+                color=palette[scheduler],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=scheduler,
+            )
+        ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+        ax.axhline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("arrival rate (tasks/s)")
+        ax.set_ylabel(f"% of the gap random -> {reference} closed")
+        ax.set_title(f"{preset}: {title}")
+    outside_legend(axes[0, 1])
+    return finish(fig, path)
+
+
+def slo_attainment(table: pd.DataFrame, preset: str, path: str | Path | None = None) -> Figure:
+    """SLO attainment of every scheduler against the SLO scale (left, at the middle rate)
+    and against the arrival rate (right, at the load sweep's scale), with intervals."""
+    frame = table[table["preset"] == preset]
+    if frame.empty:
+        raise ValueError(
+            f"preset {preset!r} not in the SLO table; have {sorted(table['preset'].unique())}"
+        )
+    palette = scheduler_palette(frame["scheduler"])
+    fig, axes = new_figure_grid((13.0, 4.8), 1, 2)
+    for ax, sweep, x, label in (
+        (axes[0, 0], ("scale", "both"), "slo_scale", "SLO scale (x standalone latency)"),
+        (axes[0, 1], ("load", "both"), "rate", "arrival rate (tasks/s)"),
+    ):
+        part = frame[frame["sweep"].isin(sweep)]
+        for scheduler, group in part.groupby("scheduler", sort=True):
+            group = group.sort_values(x)
+            y = 100 * group["deadline_attainment"].to_numpy(float)
+            low = 100 * group["deadline_attainment_ci_low"].to_numpy(float)
+            high = 100 * group["deadline_attainment_ci_high"].to_numpy(float)
+            ax.errorbar(
+                group[x],
+                y,
+                yerr=[np.maximum(y - low, 0), np.maximum(high - y, 0)],
+                color=palette[scheduler],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=scheduler,
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel("SLO attainment (% of tasks)")
+        ax.set_ylim(-2, 102)
+    axes[0, 0].set_title(f"{preset}: against the SLO scale")
+    axes[0, 1].set_title(f"{preset}: against the load")
+    outside_legend(axes[0, 1])
     return finish(fig, path)

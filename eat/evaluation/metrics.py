@@ -321,9 +321,7 @@ HEURISTIC_BASELINES = ("eft", "warm_first", "greedy")
 """The candidates for "the best heuristic" at a rate (the lowest mean latency)."""
 
 
-def reduction_table(
-    aggregated: pd.DataFrame, preset: str, reference: str = "eat"
-) -> pd.DataFrame:
+def reduction_table(aggregated: pd.DataFrame, preset: str, reference: str = "eat") -> pd.DataFrame:
     """``reference`` against every other scheduler of ``preset``, per rate.
 
     ``latency_reduction = 1 - reference / other``: 0.3 means the reference scheduler's
@@ -388,3 +386,79 @@ def summary_table(aggregated: pd.DataFrame, preset: str, metric: str) -> pd.Data
         axis=1,
     )
     return rows.assign(cell=cells).pivot(index="scheduler", columns="rate", values="cell")
+
+
+def gap_closed(
+    episodes: pd.DataFrame,
+    *,
+    baseline: str,
+    reference: str,
+    metrics: Sequence[str] = ("reward_mean", "latency_mean"),
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The share of the gap from ``baseline`` to ``reference`` that each scheduler closes.
+
+    Per preset, rate and metric: ``(mean_s - mean_baseline) / (mean_reference -
+    mean_baseline)``, 0 for the baseline, 1 for the reference, above 1 beyond it (the same
+    formula for a metric to maximise, reward, or to minimise, latency). The interval is a
+    paired bootstrap: every resample draws the test seeds once for all three (they ran the
+    same workloads) and, for a scheduler with training seeds, its training seeds too.
+
+    Returns one row per preset, scheduler and rate with ``<metric>_gap_closed`` and its
+    ``_ci_low``, ``_ci_high`` for each metric (NaN where the reference does not differ
+    from the baseline on that metric).
+    """
+    _require_columns(episodes, ["preset", "scheduler", "rate", "seed", *metrics], "episodes")
+    has_train = "train_seed" in episodes.columns
+    alpha = 1.0 - confidence
+    rows = []
+    for (preset, rate), group in episodes.groupby(["preset", "rate"], sort=True):
+        ends = {}
+        for name in (baseline, reference):
+            rows_of = group[group["scheduler"] == name]
+            if rows_of.empty:
+                raise ValueError(f"{preset}/{rate}: no episodes of {name!r} to measure gaps with")
+            ends[name] = rows_of.set_index("seed")
+        seeds = sorted(ends[baseline].index)
+        for scheduler, rows_s in group.groupby("scheduler", sort=True):
+            row: dict[str, Any] = {"preset": preset, "scheduler": scheduler, "rate": rate}
+            trained = has_train and rows_s["train_seed"].notna().any()
+            for metric in metrics:
+                if trained:
+                    matrix = rows_s.pivot(index="train_seed", columns="seed", values=metric)
+                    matrix = matrix[seeds].to_numpy(float)
+                else:
+                    matrix = rows_s.set_index("seed").loc[seeds, metric].to_numpy(float)[None, :]
+                low_end = ends[baseline].loc[seeds, metric].to_numpy(float)
+                high_end = ends[reference].loc[seeds, metric].to_numpy(float)
+                rng = np.random.default_rng(
+                    _stable_seed(seed, (preset, float(rate), scheduler, metric))
+                )
+                cols = rng.integers(0, len(seeds), size=(n_resamples, len(seeds)))
+                rows_i = rng.integers(0, matrix.shape[0], size=(n_resamples, matrix.shape[0]))
+
+                def share(s: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
+                    span = r - b
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        return np.where(span != 0, (s - b) / span, np.nan)
+
+                point = float(share(matrix.mean(), low_end.mean(), high_end.mean()))
+                resampled = share(
+                    matrix[rows_i[:, :, None], cols[:, None, :]].mean(axis=(1, 2)),
+                    low_end[cols].mean(axis=1),
+                    high_end[cols].mean(axis=1),
+                )
+                finite = resampled[np.isfinite(resampled)]
+                low, high = (
+                    np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+                    if finite.size
+                    else (np.nan, np.nan)
+                )
+                name = metric.removesuffix("_mean")
+                row[f"{name}_gap_closed"] = point
+                row[f"{name}_gap_closed_ci_low"] = float(low)
+                row[f"{name}_gap_closed_ci_high"] = float(high)
+            rows.append(row)
+    return pd.DataFrame(rows)

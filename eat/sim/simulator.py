@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -609,6 +610,26 @@ class Simulator:
         """Time of the last completion so far."""
         return max((record[9] for record in self.records), default=0.0)
 
+    def standalone_latency(self, model: str, resolution: int, gang_size: int | None) -> float:
+        """The SLO reference of a task: warm, on an empty cluster, on the fastest gang it
+        could get (of its fixed size, or any size the cluster can host), at the preset's
+        ``reference_steps``."""
+        steps = self.preset.workload.deadline.reference_steps
+        probe = Task(-1, 0.0, model, resolution, math.inf, gang_size)
+        capable = sorted(
+            (self.server_specs[i] for i in self.placement.capable(probe, free_only=False)),
+            key=lambda spec: -spec[1],
+        )
+        best = math.inf
+        for size in self.placement.gang_sizes(probe):
+            if size <= len(capable):
+                gpus = [gpu for gpu, _, _ in capable[:size]]
+                timing = self.latency.gang_timing(model, resolution, gpus, [True] * size)
+                best = min(best, timing.duration(steps))
+        if best == math.inf:
+            raise SimulationError(f"no server of the cluster can hold {model!r}")
+        return best
+
     def nominal_latency(self, model: str, resolution: int) -> float:
         """Deadline reference: warm latency on one ``reference_gpu`` server."""
         deadline = self.preset.workload.deadline
@@ -621,7 +642,9 @@ def make_tasks(sim: Simulator, rate: float, rng: np.random.Generator) -> list[Ta
     """Draw an episode's workload for ``sim``'s preset."""
     from eat.sim.workload import generate_tasks
 
-    return generate_tasks(sim.preset.workload, rate, rng, sim.nominal_latency)
+    return generate_tasks(
+        sim.preset.workload, rate, rng, sim.nominal_latency, sim.standalone_latency
+    )
 
 
 def episode_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:

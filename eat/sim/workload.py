@@ -111,24 +111,30 @@ def load_trace(path: str) -> pd.DataFrame:
     return frame
 
 
+Standalone = Callable[[str, int, int | None], float]
+"""``standalone_latency(model, resolution, gang_size)``: the SLO reference of a task."""
+
+
 def generate_tasks(
     workload: WorkloadConfig,
     rate: float,
     rng: np.random.Generator,
     nominal_latency: Callable[[str, int], float] | None = None,
+    standalone_latency: Standalone | None = None,
 ) -> list[Task]:
     """Draw one episode's tasks.
 
     ``nominal_latency(model, resolution)`` gives the reference service time from which
-    slack deadlines are drawn; it is needed only when ``deadline.mode == "slack"``.
+    slack deadlines are drawn (``deadline.mode == "slack"``); ``standalone_latency`` the
+    one SLO deadlines multiply (``"slo"``).
     """
     if workload.process == "trace":
-        return _trace_tasks(workload, rate, rng, nominal_latency)
+        return _trace_tasks(workload, rate, rng, nominal_latency, standalone_latency)
     n_initial = workload.initial_tasks
     arrivals = np.concatenate(
         [np.zeros(n_initial), arrival_times(workload, rate, workload.total_tasks - n_initial, rng)]
     )
-    return _tasks_at(workload, arrivals, 0, rng, nominal_latency)
+    return _tasks_at(workload, arrivals, 0, rng, nominal_latency, standalone_latency)
 
 
 def sample_future_tasks(
@@ -139,6 +145,7 @@ def sample_future_tasks(
     first_id: int,
     rng: np.random.Generator,
     nominal_latency: Callable[[str, int], float] | None = None,
+    standalone_latency: Standalone | None = None,
 ) -> list[Task]:
     """``count`` tasks arriving after ``start`` from the workload process at ``rate``,
     with ids from ``first_id``: what a planner that models the workload expects when it
@@ -151,7 +158,7 @@ def sample_future_tasks(
         update={"process": "poisson"}
     )
     arrivals = start + arrival_times(process, rate, count, rng)
-    return _tasks_at(workload, arrivals, first_id, rng, nominal_latency)
+    return _tasks_at(workload, arrivals, first_id, rng, nominal_latency, standalone_latency)
 
 
 def _tasks_at(
@@ -160,6 +167,7 @@ def _tasks_at(
     first_id: int,
     rng: np.random.Generator,
     nominal_latency: Callable[[str, int], float] | None,
+    standalone_latency: Standalone | None,
 ) -> list[Task]:
     """Tasks arriving at ``arrivals``, their models, resolutions, gang sizes and deadlines
     drawn from the workload's mix (in this order: the draws of a seed are fixed)."""
@@ -172,7 +180,9 @@ def _tasks_at(
         resolutions = workload.models[model].resolutions
         resolution = int(resolutions[rng.integers(len(resolutions))])
         gang = int(rng.choice(workload.gang_sizes)) if workload.gang_sizes else None
-        deadline = _draw_deadline(workload, float(arrival), model, resolution, rng, nominal_latency)
+        deadline = _draw_deadline(
+            workload, float(arrival), model, resolution, gang, rng, nominal_latency, standalone_latency
+        )
         tasks.append(Task(first_id + offset, float(arrival), model, resolution, deadline, gang))
     return tasks
 
@@ -182,11 +192,17 @@ def _draw_deadline(
     arrival: float,
     model: str,
     resolution: int,
+    gang: int | None,
     rng: np.random.Generator,
     nominal_latency: Callable[[str, int], float] | None,
+    standalone_latency: Standalone | None,
 ) -> float:
     if workload.deadline.mode == "none":
         return math.inf
+    if workload.deadline.mode == "slo":  # no draw: the SLO is a fixed multiple
+        if standalone_latency is None:
+            raise ValueError("deadline mode 'slo' needs a standalone_latency function")
+        return arrival + workload.deadline.slo_scale * standalone_latency(model, resolution, gang)
     if nominal_latency is None:
         raise ValueError("deadline mode 'slack' needs a nominal_latency function")
     slack = rng.uniform(workload.deadline.slack_min, workload.deadline.slack_max)
@@ -198,6 +214,7 @@ def _trace_tasks(
     rate: float,
     rng: np.random.Generator,
     nominal_latency: Callable[[str, int], float] | None,
+    standalone_latency: Standalone | None,
 ) -> list[Task]:
     assert workload.trace_path is not None  # checked by params validation
     frame = load_trace(workload.trace_path).head(workload.total_tasks)
@@ -211,17 +228,23 @@ def _trace_tasks(
         model, resolution = str(row.model), int(row.resolution)
         if model not in workload.models:
             raise ValueError(f"trace row {task_id}: model {model!r} is not in workload.models")
-        if "deadline" in frame.columns and not pd.isna(row.deadline):
-            deadline = float(arrival) + float(row.deadline)
-        else:
-            deadline = _draw_deadline(
-                workload, float(arrival), model, resolution, rng, nominal_latency
-            )
+        given = float(row.deadline) if "deadline" in frame.columns else math.nan
+        draw = (workload, float(arrival), model, resolution)
+        helpers = (rng, nominal_latency, standalone_latency)
+        # the slack draw comes before the gang draw (the order of a seed's draws is fixed);
+        # an SLO deadline draws nothing and needs the gang
+        slo = workload.deadline.mode == "slo" and math.isnan(given)
+        if not math.isnan(given):
+            deadline = float(arrival) + given
+        elif not slo:
+            deadline = _draw_deadline(*draw, None, *helpers)
         if "gang_size" in frame.columns and not pd.isna(row.gang_size):
             gang = int(row.gang_size)
         elif workload.gang_sizes:
             gang = int(rng.choice(workload.gang_sizes))
         else:
             gang = None
+        if slo:
+            deadline = _draw_deadline(*draw, gang, *helpers)
         tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang))
     return tasks
