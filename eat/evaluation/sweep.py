@@ -16,18 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from eat.evaluation.runner import EpisodeResult, run_episode
-from eat.params import AgentName, Params, PlannerName, PresetConfig
+from eat.params import Params, PlannerName, PresetConfig
 from eat.schedulers.base import Scheduler
 from eat.sim.simulator import Simulator
 
-PLANNERS = PlannerName.__args__  # type: ignore[attr-defined]
-AGENTS_NAMES = AgentName.__args__  # type: ignore[attr-defined]
+PLANNERS: tuple[str, ...] = get_args(PlannerName)
 
 
 @dataclass(frozen=True)

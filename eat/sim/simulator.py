@@ -24,6 +24,7 @@ import heapq
 import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -166,6 +167,11 @@ class Simulator:
                 raise SimulationError(
                     f"task {task.task_id} arrives at negative time {task.arrival}"
                 )
+            if task.model not in self.preset.models:
+                raise SimulationError(
+                    f"task {task.task_id}: model {task.model!r} is not in the preset; choose "
+                    f"one of {sorted(self.preset.models)}"
+                )
             self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
         self._process_instant()
 
@@ -247,10 +253,10 @@ class Simulator:
         while events and events[0][0] <= self.now:
             _, _, _, kind, payload = heapq.heappop(events)
             if kind == EVENT_ARRIVAL:
-                self.queue.append(payload)  # type: ignore[arg-type]
+                self.queue.append(cast(Task, payload))
                 self.n_arrived += 1
             elif kind == EVENT_COMPLETION:
-                self._complete(payload)  # type: ignore[arg-type]
+                self._complete(cast(int, payload))
             # EVENT_LOAD_DONE needs no state change: residency is booked at dispatch
             # so that no other task can evict a model while it loads.
 
