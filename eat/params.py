@@ -347,8 +347,6 @@ class PresetConfig(_Strict):
     queue_window: PositiveInt
     """Queued tasks visible to the scheduler, oldest first (tasks): the task slots of
     the observation and the action."""
-    time_scale_s: PositiveFloat
-    """Divides every time in the observation (s): waiting, deadlines, busy times."""
     time_limit_s: PositiveFloat | None
     """Truncate an environment episode once simulated time passes this (s); null: none."""
 

@@ -48,7 +48,7 @@ def test_registered_id_makes_the_env():
 def test_import_eat_alone_registers_the_env():
     """In a fresh interpreter: ``import eat`` and gymnasium.make, nothing else."""
     code = (
-        "import gymnasium, eat; env = gymnasium.make('eat/EdgeCluster-v1', preset='paper'); "
+        "import gymnasium, eat; env = gymnasium.make('eat/EdgeCluster-v2', preset='paper'); "
         "print(env.reset(seed=3)[0].shape)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -138,8 +138,27 @@ def test_observation_has_relative_times_not_absolute(paper):
     first = sim.dispatch(Dispatch(0, 10))
     sim.advance()  # the gang of 4 completes; task 1 has waited `first.finish` seconds
     obs = encoder.observe()
-    assert obs[0, 4] == pytest.approx(first.finish / paper.time_scale_s, rel=1e-6)  # waiting
-    assert obs[-1, 4] == pytest.approx(sim.now / paper.time_scale_s, rel=1e-6)  # current time
+    assert obs[0, 4] == pytest.approx(first.finish / encoder.tau, rel=1e-6)  # waiting
+    assert obs[-1, 4] == pytest.approx(sim.now / encoder.tau, rel=1e-6)  # current time
+
+
+@pytest.mark.parametrize("preset_name", ["paper", "edge"])
+def test_observation_columns_are_relative_to_the_cluster(params, preset_name):
+    """Scaling every time, memory and speed of a preset leaves the observation alone:
+    it reads the cluster on its own scales (v2), not in seconds, GB or pixels."""
+    preset = params.env.preset(preset_name)
+    env = EdgeClusterEnv(preset, params.evaluate.rates[preset_name][1])
+    obs, _ = env.reset(seed=1001)
+    sim = env.sim
+    encoder = env.encoder
+    assert encoder.tau == pytest.approx(sim.latency_scale())
+    servers = obs[preset.queue_window : preset.queue_window + sim.n_servers]
+    assert servers[:, 5].max() == pytest.approx(1.0)  # the fastest server's speed is 1
+    largest = max(r for mix in preset.workload.models.values() for r in mix.resolutions)
+    present = obs[: preset.queue_window, 3] > 0
+    pixels = obs[: preset.queue_window, 7][present]
+    assert (pixels > 0).all() and (pixels <= 1.0).all()
+    assert largest * largest == encoder.pixel_unit
 
 
 def crafted_edge(edge) -> tuple[Simulator, Encoder]:

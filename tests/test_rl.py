@@ -435,14 +435,14 @@ def test_rl_scheduler_decisions_are_valid_on_edge(params):
 
 def test_params_reject_unknown_and_untrained_agents():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["evaluate"]["schedulers"] = ["random", "ppo"]
+    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "ppo"]
     with pytest.raises(
-        ParamsError, match=r"evaluate\.schedulers\.1: .*'eat', 'd2sac' or 'sac' \(got 'ppo'\)"
+        ParamsError, match=r"evaluate\.schedulers\.2: .*'eat', 'd2sac' or 'sac' \(got 'ppo'\)"
     ):
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["agents"] = ["eat"]
-    raw["evaluate"]["schedulers"] = ["random", "sac"]
+    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "sac"]
     with pytest.raises(ParamsError, match=r"which train\.agents does not train"):
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -1,6 +1,6 @@
 """Any policy over the environment's observations, as a :class:`~eat.schedulers.base.Scheduler`.
 
-A policy trained on ``gymnasium.make("eat/EdgeCluster-v1")`` (by this package or any
+A policy trained on ``gymnasium.make("eat/EdgeCluster-v2")`` (by this package or any
 other library) maps an observation and its action mask to an action. Wrapped in
 :class:`PolicyScheduler`, it decides on a live :class:`~eat.sim.simulator.Simulator`
 through the same encoding as the environment (:class:`~eat.sim.encoding.Encoder`:

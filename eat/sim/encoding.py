@@ -7,18 +7,27 @@ Tokens (rows of the observation), in this order:
 same ``N_FEATURES + n_models`` columns, so an attention encoder reads any cluster
 size and queue window; the first three columns are a one-hot token type.
 
-Task token columns: 0-2 type, 3 present, 4 waiting time / tau, 5 time to deadline / tau
-(clipped to [-10, 10]; 0 without a deadline), 6 has a deadline, 7 pixels / 1024^2,
-8 fixed gang size / 8 (0 when the scheduler chooses), 9 dispatchable now, 10 cold
-start the task would pay on the best free gang now / tau, 11 nominal warm service
-time / tau, 12 position in the queue / window (0 = oldest: tasks that arrived together,
-such as the paper preset's initial burst, have equal waiting times, and first-come
-first-served needs their order), then a one-hot of its model.
+Every column is relative to the cluster and workload at hand, never an absolute number
+of GB, pixels or seconds, so that a policy reads a cluster of other GPUs, models or time
+scales (the CPU testbed's tiny models, a larger cluster) on the scales it learned:
+``tau`` is the preset's latency scale (:meth:`~eat.sim.simulator.Simulator.latency_scale`:
+the mean standalone latency of its workload's tasks), sizes are relative to the largest
+image the workload asks for, speeds to the fastest server, memory to the largest model,
+gang sizes to the largest allowed one.
 
-Server token columns: 0-2 type, 3 present, 4 remaining busy time / tau, 5 speed
-relative to the profiled GPU, 6 memory / 80 GB, 7 free now, 8 size of its warm
-group / 8 (paper), 9 whole warm group free (paper), 10-12 zero, then per model 1 if
-it is resident (edge) or the server is in a warm group (paper).
+Task token columns: 0-2 type, 3 present, 4 waiting time / tau, 5 time to deadline / tau
+(clipped to [-10, 10]; 0 without a deadline), 6 has a deadline, 7 pixels / the largest
+image's pixels, 8 fixed gang size / the largest allowed gang size (0 when the scheduler
+chooses), 9 dispatchable now, 10 cold start the task would pay on the best free gang
+now / tau, 11 nominal warm service time / tau, 12 position in the queue / window (0 =
+oldest: tasks that arrived together, such as the paper preset's initial burst, have
+equal waiting times, and first-come first-served needs their order), then a one-hot of
+its model.
+
+Server token columns: 0-2 type, 3 present, 4 remaining busy time / tau, 5 speed / the
+fastest server's, 6 memory / the largest model's footprint, 7 free now, 8 size of its
+warm group / the largest allowed gang size, 9 whole warm group free, 10-12 zero, then
+per model 1 if it serves the model warm (resident, or in a warm group).
 
 Global token columns: 0-2 type, 3 present, 4 current time / tau (time since the
 episode start), 5 queue length / window, 6 share of the episode's tasks not yet
@@ -65,7 +74,13 @@ class Encoder:
         self.n_features = N_FEATURES + len(self.models)
         self.n_tokens = self.window + self.n_servers + 1
         self.action_size = N_GLOBAL_ACTIONS + self.window + self.n_servers
-        self.tau = preset.time_scale_s
+        self.tau = sim.latency_scale()
+        """The unit of every time column (s): the preset's latency scale."""
+        largest = max(r for mix in preset.workload.models.values() for r in mix.resolutions)
+        self.pixel_unit = float(largest * largest)
+        self.speed_unit = max(speed for _, speed, _ in sim.server_specs)
+        self.memory_unit = max(spec.memory_gb for spec in preset.models.values())
+        self.gang_unit = float(max(sim.allowed_gang_sizes))
         self._nominal_cache: dict[tuple[str, int], float] = {}
 
     # ------------------------------------------------------------------ observation
@@ -88,8 +103,8 @@ class Encoder:
                 slack = (task.deadline - now) / tau
                 token[5] = min(SLACK_CLIP, max(-SLACK_CLIP, slack))
                 token[6] = 1.0
-            token[7] = task.resolution * task.resolution / 1048576.0
-            token[8] = (task.gang_size or 0) / 8.0
+            token[7] = task.resolution * task.resolution / self.pixel_unit
+            token[8] = (task.gang_size or 0) / self.gang_unit
             dispatchable = sim.can_dispatch(task)
             token[9] = float(dispatchable)
             token[10] = sim.placement.cold_start_now(task) / tau if dispatchable else 0.0
@@ -104,11 +119,11 @@ class Encoder:
             token[3] = 1.0
             free = server.task_id is None
             token[4] = 0.0 if free else max(0.0, server.busy_until - now) / tau
-            token[5] = server.speed
-            token[6] = server.memory_gb / 80.0
+            token[5] = server.speed / self.speed_unit
+            token[6] = server.memory_gb / self.memory_unit
             token[7] = float(free)
             view = placement.view(server)
-            token[8] = view.group_size / 8.0
+            token[8] = view.group_size / self.gang_unit
             token[9] = float(view.group_free)
             for model in view.resident:
                 token[N_FEATURES + self.model_index[model]] = 1.0

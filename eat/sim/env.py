@@ -13,7 +13,7 @@ from eat.params import PresetConfig, load_params, repo_params_path
 from eat.sim.encoding import SLACK_CLIP, Encoder
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
 
-# Every feature is >= -SLACK_CLIP; times divided by time_scale_s stay far below this bound
+# Every feature is >= -SLACK_CLIP; times divided by the latency scale stay far below this bound
 # (1e6 time scales), which is finite so that normalising wrappers behave.
 OBSERVATION_HIGH = 1e6
 
@@ -37,32 +37,37 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Observation Space
     ``Box(-10, 1e6, (queue_window + n_servers + 1, 13 + n_models), float32)``: one
     token per task slot (the visible queue, oldest first), one per server, one global
-    token, all with the same columns. Columns 0-2 are the one-hot token type; ``tau`` is
-    the preset's ``time_scale_s``; times are relative (never absolute clock times).
+    token, all with the same columns. Columns 0-2 are the one-hot token type. Every
+    column is relative to the cluster and workload at hand (:mod:`eat.sim.encoding`):
+    ``tau`` is the preset's latency scale (the mean standalone latency of its tasks,
+    :meth:`~eat.sim.simulator.Simulator.latency_scale`), ``R`` the largest image side its
+    workload asks for, ``v`` the fastest server's speed, ``M`` the largest model's
+    footprint, ``G`` the largest allowed gang size; times are relative (never absolute
+    clock times).
 
     | token | column | meaning | unit | range |
     |---|---|---|---|---|
     | all | 0-2 | token type: task, server, global | one-hot | {0, 1} |
     | all | 3 | the slot holds something (empty task slots: 0) | flag | {0, 1} |
-    | task | 4 | waiting time / tau | tau | [0, inf) |
-    | task | 5 | time to the deadline / tau, clipped (0 without one) | tau | [-10, 10] |
+    | task | 4 | waiting time | tau | [0, inf) |
+    | task | 5 | time to the deadline, clipped (0 without one) | tau | [-10, 10] |
     | task | 6 | has a deadline | flag | {0, 1} |
-    | task | 7 | image pixels / 1024^2 | MPx | (0, inf) |
-    | task | 8 | fixed gang size / 8 (0 when the scheduler chooses) | servers / 8 | [0, 1] |
+    | task | 7 | image pixels | R^2 | (0, 1] |
+    | task | 8 | fixed gang size (0 when the scheduler chooses) | G | [0, 1] |
     | task | 9 | can start now | flag | {0, 1} |
-    | task | 10 | cold start it would pay on its best gang now / tau | tau | [0, inf) |
-    | task | 11 | nominal warm service time (deadline reference) / tau | tau | (0, inf) |
+    | task | 10 | cold start it would pay on its best gang now | tau | [0, inf) |
+    | task | 11 | nominal warm service time (deadline reference) | tau | (0, inf) |
     | task | 12 | position in the queue / window (0: oldest) | share | [0, 1) |
     | task | 13+ | its model, one-hot | one-hot | {0, 1} |
-    | server | 4 | remaining busy time / tau | tau | [0, inf) |
-    | server | 5 | speed relative to the preset's reference GPU | ratio | (0, inf) |
-    | server | 6 | memory / 80 GB | 80 GB | (0, inf) |
+    | server | 4 | remaining busy time | tau | [0, inf) |
+    | server | 5 | speed | v | (0, 1] |
+    | server | 6 | memory | M | (0, inf) |
     | server | 7 | free now | flag | {0, 1} |
-    | server | 8 | size of its warm group / 8 (rules with groups) | servers / 8 | [0, 1] |
+    | server | 8 | size of its warm group (rules with groups) | G | [0, 1] |
     | server | 9 | its whole warm group is free | flag | {0, 1} |
     | server | 10-12 | zero | - | {0} |
     | server | 13+ | models it serves warm | flags | {0, 1} |
-    | global | 4 | time since the episode start / tau | tau | [0, inf) |
+    | global | 4 | time since the episode start | tau | [0, inf) |
     | global | 5 | queue length / window | share | [0, inf) |
     | global | 6 | share of the episode's tasks not yet arrived | share | [0, 1] |
     | global | 7 | free servers / servers | share | [0, 1] |
@@ -95,6 +100,10 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     ``params.yaml``).
 
     ## Version History
+    - v2: every observation column is relative to the cluster and workload (the
+      preset's latency scale instead of ``time_scale_s``; pixels, speed, memory and gang
+      sizes relative to the largest of the preset), so a policy reads clusters, models
+      and time scales other than those it was trained on.
     - v1: the task token gains its queue position (column 12), so tasks that arrived
       together are told apart; ``reset(seed=s)`` draws the workload of
       ``episode_rngs(s)``, the same as the evaluation's; registered by ``import eat``.

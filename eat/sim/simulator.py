@@ -636,6 +636,21 @@ class Simulator:
             raise SimulationError(f"no server of the cluster can hold {model!r}")
         return best
 
+    def latency_scale(self) -> SimTime:
+        """The preset's own time scale: the mean standalone latency
+        (:meth:`standalone_latency`) of its workload's tasks, each model by its share,
+        its resolutions and (fixed) gang sizes uniformly. Observations measure time in it."""
+        workload = self.preset.workload
+        total = sum(mix.share for mix in workload.models.values())
+        gangs = workload.gang_sizes or [None]
+        mean = 0.0
+        for model, mix in workload.models.items():
+            for resolution in mix.resolutions:
+                for gang in gangs:
+                    weight = mix.share / total / len(mix.resolutions) / len(gangs)
+                    mean += weight * self.standalone_latency(model, resolution, gang)
+        return mean
+
     def nominal_latency(self, model: str, resolution: int) -> float:
         """Deadline reference: warm latency on one ``reference_gpu`` server."""
         deadline = self.preset.workload.deadline
