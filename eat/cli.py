@@ -174,7 +174,9 @@ def _train(params, paths, args: argparse.Namespace) -> int:
         and (args.seed is None or spec.config.seed == args.seed)
     ]
     if not specs:
-        known = sorted({(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_runs(params)})
+        known = sorted(
+            {(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_runs(params)}
+        )
         print(
             f"eat train: no run matches agent={args.agent} preset={args.preset} "
             f"seed={args.seed}; the runs of params.train are (agent, preset, seed) {known}",

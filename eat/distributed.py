@@ -99,7 +99,9 @@ def start_ray(
 
 
 @contextmanager
-def ray_session(enabled: bool, address: str | None, *, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(
+    enabled: bool, address: str | None, *, num_cpus: int | None = None
+) -> Iterator[None]:
     """Ray for the duration of a block (when ``enabled``): started once, so that the
     sweeps inside reuse its workers, and shut down after the block if this started it."""
     started = start_ray(address, num_cpus=num_cpus) if enabled else False

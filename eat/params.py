@@ -809,7 +809,9 @@ def _per_preset_fields(model: type[BaseModel], names: tuple[str, ...]) -> dict[s
     fields: dict[str, Any] = {}
     for name in names:
         info = model.model_fields[name]
-        value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        value_type = (
+            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        )
         doc = f"{info.description} One value, or one per preset."
         fields[name] = (value_type | dict[PresetName, value_type], Field(description=doc))
     return fields
@@ -1236,7 +1238,9 @@ def repo_params_path() -> Path:
     return Path(__file__).resolve().parent.parent / "params.yaml"
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: dict[str, Any], where: str = ""
+) -> dict[str, Any]:
     """``raw`` with ``overrides`` merged in, mapping by mapping (a new dict). Every key of
     ``overrides`` must exist in ``raw``: an override file cannot add keys by mistake."""
     merged = dict(raw)

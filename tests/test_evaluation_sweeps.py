@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eat.evaluation.metrics import gap_closed
+from eat.evaluation.metrics import gap_closed, interquartile_mean, robust_statistics
 from eat.evaluation.sweep import EpisodeJob, SchedulerFactory, grid, run_sweep
 from eat.sim.reward import dispatch_reward, rewards_over_steps
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
@@ -132,3 +132,42 @@ def test_a_parallel_sweep_equals_a_serial_one(params):
     pd.testing.assert_frame_equal(serial.tasks, parallel.tasks)
     assert list(serial.results) == jobs
     assert np.isfinite(serial.episodes["reward_mean"]).all()
+
+
+def test_robust_statistics_iqm_and_probability_of_improvement():
+    """Two rates, two training seeds x four test seeds of an agent that beats the best
+    heuristic on 3 of 4 seeds at each rate; scores normalised from random to the reference."""
+    rows = []
+    for rate in (0.5, 1.0):
+        for seed in range(4):
+            rows.append({"scheduler": "random", "rate": rate, "seed": seed, "reward_mean": 0.0})
+            rows.append({"scheduler": "ref", "rate": rate, "seed": seed, "reward_mean": 10.0})
+            rows.append({"scheduler": "best", "rate": rate, "seed": seed, "reward_mean": 5.0})
+            for train_seed in (0, 1):
+                value = 6.0 if seed < 3 else 4.0
+                rows.append(
+                    {
+                        "scheduler": "agent",
+                        "rate": rate,
+                        "seed": seed,
+                        "train_seed": train_seed,
+                        "reward_mean": value,
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    result = robust_statistics(
+        frame,
+        scheduler="agent",
+        versus={0.5: "best", 1.0: "best"},
+        baseline="random",
+        reference="ref",
+        n_resamples=400,
+    )
+    assert result["iqm"] == pytest.approx(0.6)  # the middle half of {0.4 x4, 0.6 x12}
+    assert result["probability_of_improvement"] == pytest.approx(0.75)
+    assert (
+        result["probability_of_improvement_ci_low"]
+        <= 0.75
+        <= result["probability_of_improvement_ci_high"]
+    )
+    assert interquartile_mean([1, 2, 3, 4, 100, -100, 2.5, 3.5]) == pytest.approx(2.75)

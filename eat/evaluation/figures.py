@@ -484,3 +484,27 @@ def slo_attainment(table: pd.DataFrame, preset: str, path: str | Path | None = N
     axes[0, 1].set_title(f"{preset}: against the load")
     outside_legend(axes[0, 1])
     return finish(fig, path)
+
+
+def robust_statistics_figure(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
+    """Per preset: the IQM of each scheduler's normalised reward (0: random, 1: the
+    reference) and its probability of improvement over the best heuristic, with the
+    stratified-bootstrap intervals."""
+    presets = list(dict.fromkeys(table["preset"]))
+    fig, axes = new_figure_grid(
+        (12.0, 2.2 + 0.9 * len(presets) * table["scheduler"].nunique() / 3), 1, 2
+    )
+    labels = [f"{p} / {s}" for p, s in zip(table["preset"], table["scheduler"], strict=True)]
+    y = np.arange(len(table))
+    for ax, column, title, line in (
+        (axes[0, 0], "iqm", "IQM of the normalised reward", 1.0),
+        (axes[0, 1], "probability_of_improvement", "P(better than the best heuristic)", 0.5),
+    ):
+        values = table[column].to_numpy(float)
+        errors = [values - table[f"{column}_ci_low"], table[f"{column}_ci_high"] - values]
+        ax.errorbar(values, y, xerr=np.maximum(errors, 0), fmt="o", capsize=3, color="tab:blue")
+        ax.axvline(line, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    return finish(fig, path)

@@ -341,7 +341,10 @@ class Profiler:
         began = time.perf_counter()
         if folder:
             module = self._from_pretrained(component, component_folder(Path(folder), component))
-            op, extra = "load_pretrained", {"bytes": disk_bytes(component_folder(Path(folder), component))}
+            op, extra = (
+                "load_pretrained",
+                {"bytes": disk_bytes(component_folder(Path(folder), component))},
+            )
         else:
             torch.manual_seed(self.config.seed)
             with torch.device(self.device):

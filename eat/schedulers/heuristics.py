@@ -138,7 +138,9 @@ def rewards_by_steps(sim: Simulator, task: Task, timing: GangTiming) -> list[tup
     )
 
 
-def free_candidates(sim: Simulator, task: Task, cache: TimingCache) -> list[tuple[Gang, GangTiming]]:
+def free_candidates(
+    sim: Simulator, task: Task, cache: TimingCache
+) -> list[tuple[Gang, GangTiming]]:
     """Gangs ``task`` could start on now, with their timing: the candidate gangs of
     every feasible size among the free capable servers."""
     placement = sim.placement
@@ -393,7 +395,8 @@ class EarliestFinishTimeScheduler(Scheduler):
             EftOption(
                 option.gang,
                 option.start,
-                option.start + self.cache.timing(sim, task, option.gang, option.warm).duration(steps),
+                option.start
+                + self.cache.timing(sim, task, option.gang, option.warm).duration(steps),
             )
             for option in sim.placement.options(task, avail, set(reserved))
         ]

@@ -154,8 +154,10 @@ def sample_future_tasks(
     afresh; ``trace`` is modelled as Poisson at its mean rate)."""
     if count <= 0:
         return []
-    process = workload if workload.process != "trace" else workload.model_copy(
-        update={"process": "poisson"}
+    process = (
+        workload
+        if workload.process != "trace"
+        else workload.model_copy(update={"process": "poisson"})
     )
     arrivals = start + arrival_times(process, rate, count, rng)
     return _tasks_at(workload, arrivals, first_id, rng, nominal_latency, standalone_latency)
@@ -181,7 +183,14 @@ def _tasks_at(
         resolution = int(resolutions[rng.integers(len(resolutions))])
         gang = int(rng.choice(workload.gang_sizes)) if workload.gang_sizes else None
         deadline = _draw_deadline(
-            workload, float(arrival), model, resolution, gang, rng, nominal_latency, standalone_latency
+            workload,
+            float(arrival),
+            model,
+            resolution,
+            gang,
+            rng,
+            nominal_latency,
+            standalone_latency,
         )
         tasks.append(Task(first_id + offset, float(arrival), model, resolution, deadline, gang))
     return tasks

@@ -24,10 +24,17 @@ import pandas as pd
 
 from eat.distributed import ray_session
 from eat.evaluation import figures, trained
-from eat.evaluation.metrics import aggregate, gap_closed, metrics_json, reduction_table
+from eat.evaluation.metrics import (
+    aggregate,
+    gap_closed,
+    metrics_json,
+    reduction_table,
+    robust_statistics,
+)
 from eat.evaluation.runner import EpisodeResult, warm_floor_latency
 from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
 from eat.params import Params, PresetConfig
+from eat.schedulers import SCHEDULERS
 from eat.schedulers.rl import AGENTS
 from eat.sim.simulator import Simulator
 from eat.stages.common import setup_logging, write_csv, write_json
@@ -253,6 +260,37 @@ def learned_reports(
     )
 
 
+def best_heuristic_by_rate(aggregated: pd.DataFrame, preset: str) -> dict[float, str]:
+    """Per rate, the heuristic with the highest mean reward on ``preset``."""
+    frame = aggregated[(aggregated["preset"] == preset) & aggregated["scheduler"].isin(SCHEDULERS)]
+    best = frame.loc[frame.groupby("rate")["reward_mean"].idxmax(), ["rate", "scheduler"]]
+    return {float(rate): str(name) for rate, name in best.itertuples(index=False)}
+
+
+def robust_table(params: Params, evaluation: PresetEvaluation) -> pd.DataFrame:
+    """IQM of the normalised reward and the probability of improvement over the best
+    heuristic (:func:`eat.evaluation.metrics.robust_statistics`) of every scheduler that
+    is not a heuristic, on one preset."""
+    config = params.evaluate
+    versus = best_heuristic_by_rate(evaluation.aggregated, evaluation.name)
+    rows = []
+    for scheduler in config.schedulers:
+        if scheduler in SCHEDULERS or scheduler == "random":
+            continue
+        result = robust_statistics(
+            evaluation.episodes,
+            scheduler=scheduler,
+            versus=versus,
+            baseline="random",
+            reference=config.reference,
+            confidence=config.confidence,
+            n_resamples=config.bootstrap_resamples,
+            seed=params.seeds.test[0],
+        )
+        rows.append({"preset": evaluation.name, "scheduler": scheduler, **result})
+    return pd.DataFrame(rows)
+
+
 def slo_preset(preset: PresetConfig, scale: float, objective: str) -> PresetConfig:
     """``preset`` with SLO deadlines at ``scale`` and the reward ``objective``."""
     data = preset.model_dump()
@@ -443,6 +481,9 @@ def _run(params: Params, paths: Paths, *, progress: bool) -> dict[str, Any]:
                 ignore_index=True,
             )
     write_csv(decision_times, stage.results / "decision_times.csv")
+    robust = pd.concat([robust_table(params, e) for e in evaluations.values()], ignore_index=True)
+    write_csv(robust, stage.results / "robust_statistics.csv")
+    figures.robust_statistics_figure(robust, path=plots / "robust_statistics.png")
     slo = pd.concat(
         [slo_sweep(params, name, paths.models, progress=progress) for name in params.env.presets],
         ignore_index=True,

@@ -315,7 +315,13 @@ def build_testbed(params: Params, work_dir: Path) -> Testbed:
         timings["cluster_s"] = time.perf_counter() - mark
         # 4. the simulator of this testbed
         preset = testbed_preset(
-            params, resolved.sizing, profile_csv, catalogue_csv, architecture_csv, model_bytes, exchange
+            params,
+            resolved.sizing,
+            profile_csv,
+            catalogue_csv,
+            architecture_csv,
+            model_bytes,
+            exchange,
         )
     except BaseException:
         if started_ray:

@@ -83,7 +83,9 @@ class GaussianActor(nn.Module):
     """SAC's squashed-Gaussian actor. ``attention``: a shared per-token head on
     [token encoding, context]; ``mlp``: a head on the flat state feature."""
 
-    def __init__(self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int) -> None:
+    def __init__(
+        self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int
+    ) -> None:
         super().__init__()
         self.kind = spec.encoder
         self.encoder = make_encoder(spec, n_tokens, in_features)
@@ -114,7 +116,9 @@ class DiffusionActor(nn.Module):
     context]; ``mlp``: a flat sample of the action's size conditioned on the state
     feature."""
 
-    def __init__(self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int) -> None:
+    def __init__(
+        self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int
+    ) -> None:
         super().__init__()
         self.kind = spec.encoder
         self.encoder = make_encoder(spec, n_tokens, in_features)
