@@ -20,6 +20,8 @@ HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_fi
 AgentName = Literal["eat", "d2sac", "sac"]
 """Learned agents (``eat.schedulers.rl.AGENTS``); evaluated from the ``train`` stage's models."""
 PlannerName = Literal["rollout", "clairvoyant"]
+TeacherPlanner = Literal["rollout"]
+"""Planners that may teach the learned agents (they see no more than the learner)."""
 """Search-based schedulers (``eat.schedulers.rollout``)."""
 SchedulerName = Literal[
     "random",
@@ -773,11 +775,30 @@ class SACConfig(_Strict):
     """Behaviour-cloning gradient steps on the teacher episodes (``init: bc``)."""
     bc_learning_rate: PositiveFloat
     """Adam step size of behaviour cloning (its own optimiser)."""
+    bc_loss: Literal["mse", "decision"]
+    """Behaviour-cloning loss. ``mse``: squared error between the sampled action and the
+    teacher's action vector. ``decision``: the deployed (deterministic) action scored on
+    the decision it decodes to: logistic loss on dispatch-or-wait, cross-entropy over
+    the dispatchable task slots, a logistic loss per free server (chosen or not), and
+    squared error on steps and gang size (:func:`eat.schedulers.rl.sac.decision_loss`)."""
     critic_warmup_updates: Annotated[int, Field(ge=0)]
     """Critic-only SAC steps after behaviour cloning (policy evaluation of the clone)."""
     bc_weight: NonNegativeFloat
     """Weight of the teacher-imitation term kept in the actor loss during SAC (TD3+BC
     scaling by mean |Q|); 0 is pure SAC after the warm start."""
+    dagger_rounds: Annotated[int, Field(ge=0)]
+    """Rounds of expert iteration (DAgger) after behaviour cloning (only with ``init:
+    bc``: it starts from the clone of the teacher): the learner drives
+    ``dagger_episodes`` episodes, the teacher labels every state the learner visits, and
+    the actor is cloned again on every label so far; 0: none."""
+    dagger_episodes: Annotated[int, Field(ge=0)]
+    """Learner-driven episodes per DAgger round."""
+    dagger_updates: Annotated[int, Field(ge=0)]
+    """Behaviour-cloning gradient steps after each DAgger round (on all labels so far)."""
+    label_during_sac: bool
+    """Label SAC's own states with the teacher as well (one teacher decision per SAC
+    decision: costly with a planner as the teacher); false: the imitation term
+    (``bc_weight``) uses the labels gathered before SAC."""
     # --- run
     total_steps: PositiveInt
     """Environment decisions of SAC (after the teacher episodes)."""
@@ -854,8 +875,11 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
     """torch.set_num_threads of every run (tiny networks are fastest on one thread)."""
     checkpoint_every: PositiveInt
     """Decisions between resumable checkpoints (written at episode ends)."""
-    teacher: dict[PresetName, HeuristicName | None]
-    """Heuristic whose decisions are the demonstrations (init bc, bc_weight > 0)."""
+    teacher: dict[PresetName, HeuristicName | TeacherPlanner | None]
+    """Whose decisions are the demonstrations and labels (init bc, DAgger, bc_weight >
+    0): a heuristic, or ``rollout``, the online planner with the settings of
+    ``planners.rollout`` (``clairvoyant`` is not a teacher: it sees the episode's
+    future, which the learner cannot)."""
     ablation: AblationSpec | None
     """Ablation variants of ``eat`` trained beside the agents (null: none)."""
 
@@ -881,6 +905,7 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             )
             if learns_from_teacher and self.teacher[preset] is None:
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
+
         if self.ablation is not None:
             clash = sorted(set(self.ablation.variants) & {"eat", "d2sac", "sac"})
             if clash:

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from eat.evaluation.runner import run_episode
@@ -47,6 +48,9 @@ TINY = {
     "demo_episodes": 3,
     "bc_updates": 40,
     "critic_warmup_updates": 10,
+    "dagger_rounds": 1,
+    "dagger_episodes": 1,
+    "dagger_updates": 20,
     "learning_starts": 30,
     "updates_per_step": 0.5,
     "buffer_size": 5000,
@@ -366,7 +370,69 @@ def test_short_training_improves_on_the_initial_policy(params, trained_paper):
     initial = validate(build_actor(spec.config, trained_paper.shapes), spec, "cpu")
     final = trained_paper.summary
     assert final["val_reward"] > initial["val/reward"] + 0.3
-    assert set(trained_paper.curves["phase"]) == {"bc", "sac"}
+    assert list(dict.fromkeys(trained_paper.curves["phase"])) == ["bc", "dagger1", "sac"]
+
+
+def test_warm_start_records_what_each_phase_adds(trained_paper):
+    """Demonstrations and every DAgger round are labelled by the teacher (the rollout
+    planner), each phase is validated, and the summary names the phase it selected."""
+    summary = trained_paper.summary
+    assert trained_paper.spec.teacher == "rollout"
+    assert summary["teacher_labels"] == summary["warm_start_decisions"] > 0
+    curves = trained_paper.curves.set_index("phase")
+    assert summary["bc_val_reward"] == curves.loc["bc", "val/reward"]
+    assert summary["dagger1_val_reward"] == curves.loc["dagger1", "val/reward"]
+    assert summary["sac_val_reward"] == curves.loc["sac", "val/reward"].max()
+    assert summary["val_reward"] == max(
+        summary["bc_val_reward"], summary["dagger1_val_reward"], summary["sac_val_reward"]
+    )
+    best = {"bc": "bc_val_reward", "dagger1": "dagger1_val_reward", "sac": "sac_val_reward"}
+    assert summary[best[summary["best_phase"]]] == summary["val_reward"]
+    # labels grow through the phases: a DAgger round adds the learner's own states
+    labels = trained_paper.curves.drop_duplicates("phase").set_index("phase")["labels"]
+    assert labels["dagger1"] > labels["bc"] > 0
+
+
+def test_resume_after_the_warm_start_equals_uninterrupted(params, tmp_path):
+    """The warm start (demonstrations, DAgger) ends with a checkpoint: a run interrupted
+    in SAC after it resumes without repeating it and ends as an uninterrupted one."""
+    spec = tiny_spec(params, total_steps=90, eval_every=45)
+    straight = train_run(spec)
+    with pytest.raises(RunInterrupted):
+        train_run(spec, checkpoint_dir=tmp_path, stop_after_episodes=1)
+    resumed = train_run(spec, checkpoint_dir=tmp_path)
+    for name, tensor in straight.actor_state.items():
+        assert torch.equal(tensor, resumed.actor_state[name]), name
+    assert straight.summary["teacher_labels"] == resumed.summary["teacher_labels"]
+    columns = [c for c in straight.curves.columns if c.startswith("val/")]
+    assert straight.curves[columns].equals(resumed.curves[columns])
+
+
+def test_decision_loss_scores_what_the_action_decodes_to():
+    from eat.schedulers.rl.networks import TokenLayout
+    from eat.schedulers.rl.sac import decision_loss
+
+    layout = TokenLayout(window=3, servers=2)  # action: gate, steps, gang, 3 slots, 2 servers
+    demo = torch.tensor([[0.95, 0.2, -0.5, -0.95, 0.95, -0.95, 0.95, -0.95]])
+    mask = torch.tensor([[1.0, 1, 1, 1, 1, 0, 1, 1]])  # slot 2 cannot start now
+
+    def loss(mean: list[float]) -> float:
+        return float(decision_loss(torch.tensor([mean]), demo, mask, layout))
+
+    base = [2.0, float(np.arctanh(0.2)), float(np.arctanh(-0.5)), 0.0, 1.0, 0.0, 1.0, -1.0]
+    # a larger margin for the teacher's slot and servers lowers the loss
+    assert loss([*base[:4], 3.0, *base[5:]]) < loss(base)
+    assert loss([*base[:6], 3.0, -3.0]) < loss(base)
+    # a slot that cannot be dispatched does not count, however high its score
+    assert loss([*base[:5], 50.0, *base[6:]]) == pytest.approx(loss(base))
+    # steps off target cost; gate on the wrong side costs
+    assert loss([base[0], 1.5, *base[2:]]) > loss(base)
+    assert loss([-2.0, *base[1:]]) > loss(base)
+    # a teacher that waits: only the gate matters
+    wait = torch.full_like(demo, -0.95)
+    assert float(decision_loss(torch.tensor([[-3.0, 5, 5, 5, -5, 5, 5, 5]]), wait, mask, layout)) == (
+        pytest.approx(float(F.softplus(torch.tensor(-3.0))))
+    )
 
 
 def test_policy_trained_on_4_servers_runs_on_8(params, trained_paper, tmp_path):
