@@ -409,6 +409,17 @@ class PresetConfig(_Strict):
         return sum(group.count for group in self.servers)
 
 
+class DiscreteViewConfig(_Strict):
+    """The discrete-action view of the environment (``eat/EdgeClusterDiscrete-v2``,
+    :class:`eat.sim.discrete.EdgeClusterDiscreteEnv`): one action per visible task slot x
+    gang choice x steps level, plus waiting."""
+
+    steps_levels: Annotated[int, Field(ge=2)]
+    """Steps values a discrete action may choose (values): evenly spaced from the preset's
+    min_steps to its max_steps, both included, rounded to integers (at most
+    max_steps - min_steps + 1 of them)."""
+
+
 class EnvSection(_Strict):
     """The simulated systems (:mod:`eat.sim`): the ``paper`` preset reproduces the EAT
     reference model (4 identical servers, gang size fixed per task, the reference's
@@ -423,6 +434,8 @@ class EnvSection(_Strict):
     """The EAT reference model (``kind: paper``)."""
     edge: PresetConfig
     """The heterogeneous edge cluster (``kind: edge``)."""
+    discrete: DiscreteViewConfig
+    """The discrete-action view of every preset's environment."""
 
     @model_validator(mode="after")
     def _kinds(self) -> EnvSection:
