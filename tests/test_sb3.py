@@ -1,19 +1,31 @@
 """Third-party learners through the package's environments: the discrete view and its
-masks, and both environments under Gymnasium's and stable-baselines3's checkers."""
+masks, both environments under Gymnasium's and stable-baselines3's checkers, PPO and
+MaskablePPO trained on tiny budgets (real sb3, real environments), saved, loaded and
+evaluated like the other agents, their determinism, and the decision budget."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from eat import DISCRETE_ENV_ID, ENV_ID
+from eat.evaluation.runner import run_episode
+from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
+from eat.params import load_params_with_overrides, validate_params
+from eat.schedulers.rl import LEARNED_AGENTS, SB3_AGENTS
+from eat.schedulers.rl.agent import load_scheduler
+from eat.schedulers.rl.sb3 import Sb3Scheduler, load_sb3_policy
 from eat.sim.discrete import (
     WAIT,
     DiscreteActions,
@@ -26,7 +38,11 @@ from eat.sim.encoding import Encoder
 from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import RECORD_COLUMNS, Simulator
 from eat.sim.workload import Task
-from tests.conftest import tweak
+from eat.stages.train import Training, summarise
+from eat.training.loop import resolve_runs
+from eat.training.matrix import resolve_matrix, run_matrix
+from eat.training.sb3 import decision_budget, resolve_sb3_runs, train_sb3_run, write_sb3_run
+from tests.conftest import REPO, tweak
 
 torch.set_num_threads(1)
 
@@ -35,6 +51,35 @@ torch.set_num_threads(1)
 # encoder reads the tokens), there are no render modes, and envs are checked unwrapped.
 EXPECTED_WARNINGS = ("unconventional shape", "not having a spec", "render")
 RATES = {"paper": 0.05, "edge": 1.0}
+
+
+def with_sb3_agents(raw: dict) -> dict:
+    raw["train"]["agents"] = [*raw["train"]["agents"], *SB3_AGENTS]
+    return raw
+
+
+@pytest.fixture(scope="module")
+def sb3_params():
+    """params.yaml with ppo and maskable_ppo in train.agents."""
+    return validate_params(with_sb3_agents(yaml.safe_load((REPO / "params.yaml").read_text())))
+
+
+def tiny_spec(sb3_params, agent: str, preset: str = "paper", seed: int = 0, **changes):
+    """A run of a few hundred decisions, validated on one seed at one rate."""
+    spec = next(
+        s
+        for s in resolve_sb3_runs(sb3_params)
+        if s.agent == agent and s.preset_name == preset and s.config.seed == seed
+    )
+    tiny = {"decisions": 192, "n_steps": 64, "batch_size": 32, "n_epochs": 2, "eval_every": 96}
+    spec.config = spec.config.model_validate(
+        {**spec.config.model_dump(), "device": "cpu", **tiny, **changes}
+    )
+    spec.validation_seeds = spec.validation_seeds[:1]
+    spec.rates = spec.rates[1:2]
+    if preset == "edge":
+        spec.preset = tweak(spec.preset, workload={"total_tasks": 30})
+    return spec
 
 
 # ---------------------------------------------------------------------------
@@ -219,3 +264,199 @@ def test_discrete_reset_draws_the_evaluation_workload_and_is_reproducible(params
 
     first, second = trajectory(5), trajectory(5)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+# ---------------------------------------------------------------------------
+# Training, checkpoints, evaluation
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(sb3_params):
+    """One tiny run of each learner on paper (shared by several tests)."""
+    return {agent: train_sb3_run(tiny_spec(sb3_params, agent)) for agent in SB3_AGENTS}
+
+
+def test_runs_write_what_eat_runs_write_and_load_as_schedulers(trained, sb3_params, tmp_path):
+    eat_keys = None
+    for agent, result in trained.items():
+        spec = result.spec
+        summary = result.summary
+        assert summary["decisions"] == 192 and summary["bc_val_reward"] is None
+        assert summary["updates"] == 3 * 2 * (64 // 32)  # rollouts x epochs x minibatches
+        assert set(result.curves["global_step"]) == {96, 192}
+        assert {"val/reward", "val/latency", "val/quality", "train/value_loss"} <= set(
+            result.curves.columns
+        )
+        eat_keys = eat_keys or set(summary)
+        assert set(summary) == eat_keys
+        directory = write_sb3_run(result, tmp_path / "models")
+        assert directory == tmp_path / "models" / "paper" / agent / "seed0"
+        for name in ("config.json", "policy.pt", "curves.csv", "episodes.csv", "summary.json"):
+            assert (directory / name).is_file(), name
+        record = json.loads((directory / "config.json").read_text())
+        assert record["algorithm"] == SB3_AGENTS[agent] and record["agent"] == agent
+        assert record["sb3"]["n_steps"] == 64 and record["env_id"] == spec.env_id
+        assert "wall_s" not in json.loads((directory / "summary.json").read_text())
+
+        scheduler = load_scheduler(directory)
+        assert isinstance(scheduler, Sb3Scheduler) and scheduler.name == agent
+        episode = run_episode(spec.preset, scheduler, 0.05, seed=1000)
+        assert len(episode.tasks) == spec.preset.workload.total_tasks
+        # the loaded policy decides as the trained one did
+        policy, _ = load_sb3_policy(directory)
+        for name, tensor in result.policy_state.items():
+            assert torch.equal(policy.state_dict()[name], tensor), name
+        in_memory = Sb3Scheduler(policy, result.action_view, agent)
+        again = run_episode(spec.preset, in_memory, 0.05, seed=1000)
+        assert again.tasks.equals(episode.tasks)
+    # the evaluation builds them by name and training seed, like eat's agents
+    factory = SchedulerFactory(sb3_params, "paper", tmp_path / "models")
+    assert set(SB3_AGENTS) <= set(LEARNED_AGENTS)
+    swept = run_sweep(
+        "paper",
+        sb3_params.env.paper,
+        grid(list(SB3_AGENTS), [0.05], [1000, 1001], [0]),
+        factory,
+        progress=False,
+        parallel="serial",
+        ray_address=None,
+        num_cpus=None,
+    )
+    assert set(swept.episodes["scheduler"]) == set(SB3_AGENTS)
+    assert set(swept.episodes["train_seed"]) == {0}
+
+
+def test_maskable_ppo_decides_only_feasible_actions_on_edge(sb3_params):
+    result = train_sb3_run(tiny_spec(sb3_params, "maskable_ppo", preset="edge", decisions=64))
+    scheduler = Sb3Scheduler(
+        load_policy_from(result), result.action_view, "maskable_ppo", trained_on="edge"
+    )
+    episode = run_episode(result.spec.preset, scheduler, 1.0, seed=1000)  # raises if masked
+    assert len(episode.tasks) == 30
+    assert set(episode.tasks["gang_size"]) <= {1, 2, 4, 8}
+    other = tweak(result.spec.preset, allowed_gang_sizes=[1, 2, 4])
+    with pytest.raises(ValueError, match="trained on preset 'edge' on the discrete actions"):
+        run_episode(other, scheduler, 1.0, seed=1000)
+
+
+def load_policy_from(result):
+    """The policy of a run result, rebuilt through its checkpoint format."""
+    from stable_baselines3.common.utils import ConstantSchedule
+
+    from eat.schedulers.rl.sb3 import POLICY_CLASSES, action_space, observation_space
+
+    shapes = result.shapes
+    policy = POLICY_CLASSES[SB3_AGENTS[result.spec.agent]](
+        observation_space((shapes["n_tokens"], shapes["in_features"])),
+        action_space(result.action_view),
+        ConstantSchedule(0.0),
+    )
+    policy.load_state_dict(result.policy_state)
+    return policy
+
+
+def test_training_is_deterministic_for_a_seed(sb3_params, trained):
+    for agent, first in trained.items():
+        again = train_sb3_run(tiny_spec(sb3_params, agent))
+        for name, tensor in first.policy_state.items():
+            assert torch.equal(tensor, again.policy_state[name]), (agent, name)
+        assert first.curves.equals(again.curves)
+        assert first.episodes.equals(again.episodes)
+    other = train_sb3_run(tiny_spec(sb3_params, "ppo", seed=1))
+    assert not all(
+        torch.equal(tensor, other.policy_state[name])
+        for name, tensor in trained["ppo"].policy_state.items()
+    )
+
+
+def test_the_ray_matrix_trains_them_like_the_other_agents(sb3_params, tmp_path):
+    """Through Ray (worker processes) the runs write the same bytes as in this process,
+    and the train stage summarises them beside eat's."""
+    specs = [tiny_spec(sb3_params, agent, decisions=64, eval_every=64) for agent in SB3_AGENTS]
+    summaries = run_matrix(
+        specs, tmp_path / "ray", parallel="ray", ray_address=None, num_cpus=2, progress=False
+    )
+    assert [s["agent"] for s in summaries] == ["ppo", "maskable_ppo"]  # by run name
+    run_matrix(
+        specs,
+        tmp_path / "serial",
+        parallel="serial",
+        ray_address=None,
+        num_cpus=None,
+        progress=False,
+    )
+    for agent in SB3_AGENTS:
+        for name in ("policy.pt", "config.json", "curves.csv", "episodes.csv", "summary.json"):
+            ray_file = tmp_path / "ray" / "paper" / agent / "seed0" / name
+            serial = tmp_path / "serial" / "paper" / agent / "seed0" / name
+            assert ray_file.read_bytes() == serial.read_bytes(), (agent, name)
+    import pandas as pd
+
+    training = Training(pd.DataFrame(summaries), pd.DataFrame(), 0.0)
+    summary = summarise(training)
+    assert summary["paper/ppo"]["bc_val_reward"] is None
+    assert summary["paper/maskable_ppo"]["n_seeds"] == 1
+
+
+# ---------------------------------------------------------------------------
+# Budget and params
+# ---------------------------------------------------------------------------
+
+
+def test_decision_budget_is_eats_demonstrations_and_sac_decisions(params, sb3_params):
+    # params.yaml: paper 100 demonstrations x 32 tasks + 2000, edge 10 x 200 + 2000
+    assert decision_budget(params, "paper") == 100 * 32 + 2000 == 5200
+    assert decision_budget(params, "edge") == 10 * 200 + 2000 == 4000
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["init"] = "scratch"
+    raw["train"]["bc_weight"] = 0.0
+    assert decision_budget(validate_params(raw), "paper") == 2000  # warm-up included
+    quick = validate_params(
+        load_params_with_overrides(REPO / "params.yaml", REPO / "params.quick.yaml")
+    )
+    assert decision_budget(quick, "paper") == 3 * 32 + 150
+    assert decision_budget(quick, "edge") == 1 * 100 + 150
+    # every run of a learner gets its preset's budget, and eat's other run settings
+    specs = resolve_sb3_runs(sb3_params)
+    train = sb3_params.train
+    assert len(specs) == len(SB3_AGENTS) * len(train.presets) * train.n_seeds
+    for spec in specs:
+        assert spec.config.decisions == decision_budget(sb3_params, spec.preset_name)
+        assert spec.config.eval_every == train.resolve("eval_every", spec.preset_name)
+        assert spec.rates == list(sb3_params.evaluate.rates[spec.preset_name])
+        assert (spec.config.steps_levels is None) == (spec.agent == "ppo")
+    assert not {s.agent for s in resolve_runs(sb3_params)} & set(SB3_AGENTS)
+    assert len(resolve_matrix(sb3_params)) == len(resolve_runs(sb3_params)) + len(specs)
+
+
+def test_params_accept_the_learners_and_check_their_settings():
+    raw = with_sb3_agents(yaml.safe_load((REPO / "params.yaml").read_text()))
+    raw["evaluate"]["schedulers"] += ["ppo", "maskable_ppo"]
+    validate_params(raw)
+    raw["train"]["sb3"]["batch_size"] = 60
+    with pytest.raises(ValueError, match=r"batch_size \(60\) must divide n_steps \(512\)"):
+        validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["evaluate"]["schedulers"] += ["ppo"]
+    with pytest.raises(ValueError, match=r"has 'ppo', which train\.agents does not train"):
+        validate_params(raw)
+
+
+def test_train_entry_point_trains_one_learner(tmp_path):
+    raw = with_sb3_agents(yaml.safe_load((REPO / "params.yaml").read_text()))
+    raw["train"].update(
+        demo_episodes={"paper": 1, "edge": 1},
+        total_steps={"paper": 40, "edge": 40},
+        eval_every={"paper": 40, "edge": 40},
+        validation_seeds=1,
+        sb3={**raw["train"]["sb3"], "n_steps": 32, "batch_size": 16, "n_epochs": 1},
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "eat", "--params", str(path), "--root", str(tmp_path)]
+    command += ["train", "--agent", "ppo", "--preset", "paper", "--seed", "0", "--no-progress"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '"agent": "ppo"' in out.stdout and '"decisions": 96' in out.stdout  # 72 -> 3 x 32
+    assert (tmp_path / "models" / "paper" / "ppo" / "seed0" / "policy.pt").is_file()
