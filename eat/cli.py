@@ -164,18 +164,18 @@ def _train(params, paths, args: argparse.Namespace) -> int:
         print(f"{summary['runs']} runs; costs in {paths.train.results / 'costs.csv'}")
         return 0
     from eat.stages.common import setup_logging
-    from eat.training.loop import resolve_runs, train_run, write_run
+    from eat.training.matrix import resolve_matrix, train_one, write_result
 
     specs = [
         spec
-        for spec in resolve_runs(params)
+        for spec in resolve_matrix(params)
         if spec.agent == args.agent
         and (args.preset is None or spec.preset_name == args.preset)
         and (args.seed is None or spec.config.seed == args.seed)
     ]
     if not specs:
         known = sorted(
-            {(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_runs(params)}
+            {(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_matrix(params)}
         )
         print(
             f"eat train: no run matches agent={args.agent} preset={args.preset} "
@@ -185,12 +185,8 @@ def _train(params, paths, args: argparse.Namespace) -> int:
         return 2
     setup_logging(paths.train.artifacts / "single_runs.log")
     for spec in specs:
-        result = train_run(
-            spec,
-            checkpoint_dir=paths.models / "_resume" / spec.relative_dir,
-            progress_bar=not args.no_progress,
-        )
-        directory = write_run(result, paths.models)
+        result = train_one(spec, paths.models / "_resume", progress_bar=not args.no_progress)
+        directory = write_result(result, paths.models)
         print(json.dumps(result.summary, indent=2), f"-> {directory}")
     return 0
 

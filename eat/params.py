@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 PresetName = Literal["paper", "edge"]
 HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
-AgentName = Literal["eat", "d2sac", "sac"]
-"""Learned agents (``eat.schedulers.rl.AGENTS``); evaluated from the ``train`` stage's models."""
+AgentName = Literal["eat", "d2sac", "sac", "ppo", "maskable_ppo"]
+"""Learned agents (``eat.schedulers.rl.AGENTS``, and the third-party learners
+``eat.schedulers.rl.SB3_AGENTS``); evaluated from the ``train`` stage's models."""
 PlannerName = Literal["rollout", "clairvoyant"]
 TeacherPlanner = Literal["rollout"]
 """Planners that may teach the learned agents (they see no more than the learner)."""
@@ -36,6 +37,8 @@ SchedulerName = Literal[
     "eat",
     "d2sac",
     "sac",
+    "ppo",
+    "maskable_ppo",
 ]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -411,6 +414,17 @@ class PresetConfig(_Strict):
         return sum(group.count for group in self.servers)
 
 
+class DiscreteViewConfig(_Strict):
+    """The discrete-action view of the environment (``eat/EdgeClusterDiscrete-v2``,
+    :class:`eat.sim.discrete.EdgeClusterDiscreteEnv`): one action per visible task slot x
+    gang choice x steps level, plus waiting."""
+
+    steps_levels: Annotated[int, Field(ge=2)]
+    """Steps values a discrete action may choose (values): evenly spaced from the preset's
+    min_steps to its max_steps, both included, rounded to integers (at most
+    max_steps - min_steps + 1 of them)."""
+
+
 class EnvSection(_Strict):
     """The simulated systems (:mod:`eat.sim`): the ``paper`` preset reproduces the EAT
     reference model (4 identical servers, gang size fixed per task, the reference's
@@ -425,6 +439,8 @@ class EnvSection(_Strict):
     """The EAT reference model (``kind: paper``)."""
     edge: PresetConfig
     """The heterogeneous edge cluster (``kind: edge``)."""
+    discrete: DiscreteViewConfig
+    """The discrete-action view of every preset's environment."""
 
     @model_validator(mode="after")
     def _kinds(self) -> EnvSection:
@@ -818,6 +834,39 @@ class SACConfig(_Strict):
         return self
 
 
+class Sb3Config(_Strict):
+    """Hyperparameters of the third-party learners (``ppo``: stable-baselines3 PPO on the
+    continuous environment; ``maskable_ppo``: sb3-contrib MaskablePPO on the discrete view),
+    the same for both and every preset (:mod:`eat.training.sb3`). Their decisions per run
+    are ``eat``'s (:func:`eat.training.sb3.decision_budget`); ``eval_every``,
+    ``select_by``, the validation seeds and ``device`` are the ``train`` section's; every
+    other PPO setting is stable-baselines3's default (MLP policy 64 x 64, GAE lambda 0.95,
+    clip range 0.2)."""
+
+    n_steps: PositiveInt
+    """Decisions collected per rollout before each PPO update (decisions; one
+    environment)."""
+    batch_size: Annotated[int, Field(gt=1)]
+    """Minibatch of each gradient step (decisions; divides n_steps)."""
+    learning_rate: PositiveFloat
+    """Adam step size of the policy and value networks."""
+    n_epochs: PositiveInt
+    """Passes over each rollout (epochs)."""
+    gamma: Annotated[float, Field(gt=0, le=1)]
+    """Discount per decision (PPO discounts decisions, not simulated time)."""
+    ent_coef: NonNegativeFloat
+    """Weight of the entropy bonus in the loss."""
+
+    @model_validator(mode="after")
+    def _whole_minibatches(self) -> Sb3Config:
+        if self.n_steps % self.batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must divide n_steps ({self.n_steps}): "
+                "a rollout is split into whole minibatches"
+            )
+        return self
+
+
 RUN_FIELDS = ("encoder", "actor", "seed", "device")
 """SACConfig fields that the run sets (agent, seed, device), not the ``train`` section."""
 HYPERPARAMETERS = tuple(name for name in SACConfig.model_fields if name not in RUN_FIELDS)
@@ -853,7 +902,8 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
 
     agents: list[AgentName] = Field(min_length=1)
     """Learned agents trained (``eat``: attention + diffusion; ``d2sac``: MLP +
-    diffusion; ``sac``: MLP + Gaussian)."""
+    diffusion; ``sac``: MLP + Gaussian; ``ppo``: stable-baselines3 PPO, ``maskable_ppo``:
+    sb3-contrib MaskablePPO on the discrete view, both with ``sb3``'s settings)."""
     presets: list[PresetName] = Field(min_length=1)
     """Presets every agent is trained on."""
     n_seeds: PositiveInt
@@ -882,6 +932,8 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
     future, which the learner cannot)."""
     ablation: AblationSpec | None
     """Ablation variants of ``eat`` trained beside the agents (null: none)."""
+    sb3: Sb3Config
+    """The third-party learners ``ppo`` and ``maskable_ppo`` (when ``agents`` has them)."""
 
     def resolve(self, name: str, preset: str) -> Any:
         """The value of hyperparameter ``name`` for ``preset``."""
@@ -907,7 +959,7 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
 
         if self.ablation is not None:
-            clash = sorted(set(self.ablation.variants) & {"eat", "d2sac", "sac"})
+            clash = sorted(set(self.ablation.variants) & set(get_args(AgentName)))
             if clash:
                 raise ValueError(f"ablation variant names {clash} clash with agent names")
         # every run's resolved hyperparameters must form a valid SACConfig

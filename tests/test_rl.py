@@ -501,9 +501,10 @@ def test_rl_scheduler_decisions_are_valid_on_edge(params):
 
 def test_params_reject_unknown_and_untrained_agents():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "ppo"]
+    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "dqn"]
     with pytest.raises(
-        ParamsError, match=r"evaluate\.schedulers\.2: .*'eat', 'd2sac' or 'sac' \(got 'ppo'\)"
+        ParamsError,
+        match=r"evaluate\.schedulers\.2: .*'eat', 'd2sac', 'sac', 'ppo' or 'maskable_ppo' \(got 'dqn'\)",
     ):
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -11,7 +11,7 @@ import numpy as np
 from eat import register_env
 from eat.params import PresetConfig, load_params, repo_params_path
 from eat.sim.encoding import SLACK_CLIP, Encoder
-from eat.sim.simulator import Simulator, episode_rngs, make_tasks
+from eat.sim.simulator import Dispatch, Simulator, episode_rngs, make_tasks
 
 # Every feature is >= -SLACK_CLIP; times divided by the latency scale stay far below this bound
 # (1e6 time scales), which is finite so that normalising wrappers behave.
@@ -164,10 +164,19 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.encoder.observe(), self._info(dt=0.0, episode_seed=self.episode_seed)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.sim.done:
+            raise RuntimeError("step() called after the episode terminated; call reset()")
+        return self.apply(self.encoder.decode(action))
+
+    def apply(
+        self, dispatch: Dispatch | None
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """One decision given as what it does (None: wait), as :meth:`step` applies its
+        decoded action; other action spaces over the same episodes
+        (:class:`eat.sim.discrete.EdgeClusterDiscreteEnv`) step through it."""
         sim = self.sim
         if sim.done:
-            raise RuntimeError("step() called after the episode terminated; call reset()")
-        dispatch = self.encoder.decode(action)
+            raise RuntimeError("apply() called after the episode terminated; call reset()")
         reward = 0.0
         if dispatch is None:
             ongoing = sim.wait()

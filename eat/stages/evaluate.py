@@ -1,9 +1,9 @@
 """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep.
 
 Heuristics run every test seed (``seeds.test[:evaluate.n_seeds]``) at every rate, on
-identical workloads; the learned agents (:data:`eat.schedulers.rl.AGENTS`) run from the
-``train`` stage's models, every training seed on the same test seeds, and get crossed
-bootstrap intervals (:mod:`eat.evaluation.trained`).
+identical workloads; the learned agents (:data:`eat.schedulers.rl.LEARNED_AGENTS`, the
+third-party learners included) run from the ``train`` stage's models, every training seed
+on the same test seeds, and get crossed bootstrap intervals (:mod:`eat.evaluation.trained`).
 
 :func:`evaluate_preset` computes one preset's episodes, task records and aggregate;
 :func:`learned_reports` the comparisons of the learned agents (reduction of ``eat``
@@ -35,7 +35,7 @@ from eat.evaluation.runner import EpisodeResult, warm_floor_latency
 from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
 from eat.params import Params, PresetConfig
 from eat.schedulers import SCHEDULERS
-from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl import LEARNED_AGENTS
 from eat.sim.simulator import Simulator
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths
@@ -109,8 +109,8 @@ def evaluate_preset(
     preset = params.env.preset(name)
     rates = config.rates[name]
     seeds = params.seeds.test[: config.n_seeds]
-    learned = [scheduler for scheduler in config.schedulers if scheduler in AGENTS]
-    others = [scheduler for scheduler in config.schedulers if scheduler not in AGENTS]
+    learned = [scheduler for scheduler in config.schedulers if scheduler in LEARNED_AGENTS]
+    others = [scheduler for scheduler in config.schedulers if scheduler not in LEARNED_AGENTS]
     train_seeds = params.seeds.train[: params.train.n_seeds]
     jobs = grid(others, rates, seeds) + grid(learned, rates, seeds, train_seeds)
     started = time.perf_counter()
@@ -314,8 +314,8 @@ def slo_sweep(
         )
     )
     seeds = params.seeds.test[: slo.n_seeds]
-    learned = [scheduler for scheduler in config.schedulers if scheduler in AGENTS]
-    others = [scheduler for scheduler in config.schedulers if scheduler not in AGENTS]
+    learned = [scheduler for scheduler in config.schedulers if scheduler in LEARNED_AGENTS]
+    others = [scheduler for scheduler in config.schedulers if scheduler not in LEARNED_AGENTS]
     train_seeds = params.seeds.train[: slo.n_train_seeds]
     frames = []
     for scale in dict.fromkeys(scale for scale, _ in points):

@@ -23,7 +23,8 @@ One run (:func:`train_run`) is CleanRL's loop around :class:`~eat.schedulers.rl.
    uninterrupted one (tested).
 
 The matrix of runs (every agent x preset x seed and the ablation variants) is
-:mod:`eat.training.matrix`.
+:mod:`eat.training.matrix`; the third-party learners (``ppo``, ``maskable_ppo``) train in
+:mod:`eat.training.sb3`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from eat.params import (
 )
 from eat.schedulers import make_scheduler
 from eat.schedulers.base import Scheduler
-from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl import AGENTS, SB3_AGENTS
 from eat.schedulers.rl.agent import RLScheduler, build_actor, save_actor
 from eat.schedulers.rl.sac import (
     SAC,
@@ -130,14 +131,17 @@ def sac_config(params: Params, preset: str, seed: int, overrides: dict[str, Any]
 
 
 def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSpec]:
-    """Every run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``, then
-    the ablation variants on their preset. Training episodes draw their arrival rate
+    """Every SAC run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``,
+    then the ablation variants on their preset (the third-party learners' runs are
+    :func:`eat.training.sb3.resolve_sb3_runs`). Training episodes draw their arrival rate
     from the preset's evaluation sweep (``evaluate.rates``); the workloads differ."""
     train = params.train
     validation = params.seeds.validation[: train.validation_seeds]
     runs: list[tuple[str, str, int, dict[str, Any]]] = []
     for preset in train.presets:
         for agent in train.agents:
+            if agent in SB3_AGENTS:
+                continue  # third-party learners: eat.training.sb3.resolve_sb3_runs
             for seed in params.seeds.train[: train.n_seeds]:
                 runs.append((agent, preset, seed, dict(AGENTS[agent])))
     ablation = train.ablation

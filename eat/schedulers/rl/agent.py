@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from eat.schedulers.rl.actors import DiffusionActor, GaussianActor
 from eat.schedulers.rl.sac import build_actor
 from eat.sim.encoding import N_FEATURES, Encoder
 from eat.sim.simulator import Simulator
+
+if TYPE_CHECKING:
+    from eat.schedulers.rl.sb3 import Sb3Scheduler
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -138,8 +142,17 @@ class RLScheduler(PolicyScheduler):
         return out.action[0].cpu().numpy()
 
 
-def load_scheduler(directory: Path, name: str | None = None, device: str = "cpu") -> RLScheduler:
-    """A checkpoint as a scheduler (named after its agent unless ``name`` is given)."""
+def load_scheduler(
+    directory: Path, name: str | None = None, device: str = "cpu"
+) -> RLScheduler | Sb3Scheduler:
+    """A checkpoint as a scheduler (named after its agent unless ``name`` is given): an
+    ``eat`` actor, or a third-party learner's policy (:mod:`eat.schedulers.rl.sb3`)."""
+    config_path = Path(directory) / CONFIG_FILE
+    if config_path.is_file():
+        from eat.schedulers.rl.sb3 import is_sb3_checkpoint, load_sb3_scheduler
+
+        if is_sb3_checkpoint(json.loads(config_path.read_text())):
+            return load_sb3_scheduler(directory, name, device)
     actor, record = load_actor(directory, device)
     return RLScheduler(actor, name or record["agent"], device, trained_on=record.get("preset"))
 
