@@ -457,6 +457,7 @@ def test_train_entry_point_trains_one_learner(tmp_path):
     raw = with_sb3_agents(yaml.safe_load((REPO / "params.yaml").read_text()))
     raw["train"].update(
         demo_episodes={"paper": 1, "edge": 1},
+        dagger_rounds=0,
         total_steps={"paper": 40, "edge": 40},
         eval_every={"paper": 40, "edge": 40},
         validation_seeds=1,

@@ -13,7 +13,7 @@ workers finish: every episode depends on its seeds only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -87,8 +87,14 @@ class SweepResult:
     results: dict[EpisodeJob, EpisodeResult] = field(repr=False)
 
 
+MakeScheduler = Callable[[str, int | None], Scheduler]
+"""What a sweep builds schedulers with: (name, training seed or None) -> a scheduler,
+e.g. a :class:`SchedulerFactory`, or a function that knows a scheduler of one's own
+(with ``parallel="ray"`` it must pickle: a module-level function or plain data)."""
+
+
 def _run_chunk(
-    preset: PresetConfig, factory: SchedulerFactory, jobs: list[EpisodeJob]
+    preset: PresetConfig, factory: MakeScheduler, jobs: list[EpisodeJob]
 ) -> list[EpisodeResult]:
     """The episodes of one scheduler and training seed, on one simulator."""
     scheduler = factory(jobs[0].scheduler, jobs[0].train_seed)
@@ -116,7 +122,7 @@ def run_sweep(
     preset_name: str,
     preset: PresetConfig,
     jobs: Sequence[EpisodeJob],
-    factory: SchedulerFactory,
+    factory: MakeScheduler,
     *,
     parallel: Literal["serial", "ray"] = "serial",
     ray_address: str | None = None,
