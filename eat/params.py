@@ -123,8 +123,14 @@ class WorkloadConfig(_Strict):
     ``rate * (1 + amplitude * sin(2 pi t / period))``."""
     trace_path: str | None
     """trace: CSV with columns arrival (s), model, resolution (px) and optionally
-    deadline (s after arrival) and gang_size; its arrivals are rescaled to the swept
-    mean rate. null for the other processes."""
+    deadline (s after arrival), gang_size and steps (the request's own denoising steps,
+    which every scheduler then uses); its arrivals are rescaled to the swept mean rate.
+    null for the other processes."""
+    trace_window: Literal["first", "random"]
+    """trace: the rows an episode replays: ``first``, the first total_tasks rows (every
+    seed the same tasks); ``random``, total_tasks consecutive rows from a start drawn
+    from the episode's seed (seeds replay different parts of the trace). Unused by the
+    other processes."""
     models: dict[str, ModelMix] = Field(min_length=1)
     """Model name (a key of the preset's ``models``) -> its share of the requests and
     its resolutions."""

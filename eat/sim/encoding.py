@@ -19,7 +19,8 @@ Task token columns: 0-2 type, 3 present, 4 waiting time / tau, 5 time to deadlin
 (clipped to [-10, 10]; 0 without a deadline), 6 has a deadline, 7 pixels / the largest
 image's pixels, 8 fixed gang size / the largest allowed gang size (0 when the scheduler
 chooses), 9 dispatchable now, 10 cold start the task would pay on the best free gang
-now / tau, 11 nominal warm service time / tau, 12 position in the queue / window (0 =
+now / tau, 11 nominal warm service time / tau (at the task's own steps when it has
+them, else at the deadline's reference steps), 12 position in the queue / window (0 =
 oldest: tasks that arrived together, such as the paper preset's initial burst, have
 equal waiting times, and first-come first-served needs their order), then a one-hot of
 its model.
@@ -35,7 +36,8 @@ arrived, 7 free servers / servers.
 
 Action (a Box in [-1, 1]^(3 + window + servers)), aligned with the tokens:
 ``a[0]`` dispatch if > 0 else wait for the next event; ``a[1]`` steps, mapped
-linearly from [-1, 1] to [min_steps, max_steps] and rounded; ``a[2]`` gang size
+linearly from [-1, 1] to [min_steps, max_steps] and rounded (a task with its own steps,
+a trace's request, runs with those whatever ``a[1]`` says); ``a[2]`` gang size
 (edge), mapped to an index of ``allowed_gang_sizes``; ``a[3 : 3 + window]`` one
 score per task slot; ``a[3 + window :]`` one score per server.
 
@@ -81,13 +83,13 @@ class Encoder:
         self.speed_unit = max(speed for _, speed, _ in sim.server_specs)
         self.memory_unit = max(spec.memory_gb for spec in preset.models.values())
         self.gang_unit = float(max(sim.allowed_gang_sizes))
-        self._nominal_cache: dict[tuple[str, int], float] = {}
+        self._nominal_cache: dict[tuple[str, int, int | None], float] = {}
 
     # ------------------------------------------------------------------ observation
-    def _nominal(self, model: str, resolution: int) -> float:
-        key = (model, resolution)
+    def _nominal(self, model: str, resolution: int, steps: int | None) -> float:
+        key = (model, resolution, steps)
         if key not in self._nominal_cache:
-            self._nominal_cache[key] = self.sim.nominal_latency(model, resolution)
+            self._nominal_cache[key] = self.sim.nominal_latency(model, resolution, steps)
         return self._nominal_cache[key]
 
     def observe(self) -> np.ndarray:
@@ -108,7 +110,7 @@ class Encoder:
             dispatchable = sim.can_dispatch(task)
             token[9] = float(dispatchable)
             token[10] = sim.placement.cold_start_now(task) / tau if dispatchable else 0.0
-            token[11] = self._nominal(task.model, task.resolution) / tau
+            token[11] = self._nominal(task.model, task.resolution, task.steps) / tau
             token[12] = row / self.window
             token[N_FEATURES + self.model_index[task.model]] = 1.0
         base = self.window
@@ -141,9 +143,11 @@ class Encoder:
         sim = self.sim
         mask = np.zeros(self.action_size, dtype=bool)
         mask[ACTION_GATE] = True
-        mask[ACTION_STEPS] = sim.preset.max_steps > sim.preset.min_steps
+        window = sim.window()
+        own_steps = bool(window) and all(task.steps is not None for task in window)
+        mask[ACTION_STEPS] = sim.preset.max_steps > sim.preset.min_steps and not own_steps
         mask[ACTION_GANG] = sim.placement.scheduler_places
-        for row, task in enumerate(sim.window()):
+        for row, task in enumerate(window):
             mask[N_GLOBAL_ACTIONS + row] = sim.can_dispatch(task)
         if sim.placement.scheduler_places:
             base = N_GLOBAL_ACTIONS + self.window
@@ -178,7 +182,9 @@ class Encoder:
                 best_task, best_score = task, score
         if best_task is None:
             raise ValueError(f"decode called at t={sim.now} with no dispatchable task")
-        steps = self.steps_from(action[ACTION_STEPS])
+        steps = best_task.steps
+        if steps is None:
+            steps = self.steps_from(action[ACTION_STEPS])
         feasible = sim.feasible_gang_sizes(best_task)
         requested = self.gang_size_from(action[ACTION_GANG])
         smaller = [size for size in feasible if size <= requested]
