@@ -6,7 +6,7 @@ latency model) -> ``sim`` (the event-driven simulator and its Gymnasium environm
 ``testbed`` (real serving on Ray); ``stages`` runs them as the DVC pipeline.
 
 ``import eat`` registers the Gymnasium environment :data:`ENV_ID`, so
-``gymnasium.make("eat/EdgeCluster-v2", preset="edge")`` works without importing more.
+``gymnasium.make("eat/EdgeCluster-v3", preset="edge")`` works without importing more.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if _platform.machine().lower() in ("x86_64", "amd64"):
 from gymnasium.envs.registration import register as _register
 from gymnasium.envs.registration import registry as _registry
 
-ENV_ID = "eat/EdgeCluster-v2"
+ENV_ID = "eat/EdgeCluster-v3"
 """The Gymnasium id of :class:`eat.sim.env.EdgeClusterEnv` (version history there)."""
 MAX_EPISODE_STEPS = 4096
 """Decisions after which Gymnasium's TimeLimit truncates an environment episode."""

@@ -353,6 +353,10 @@ class PresetConfig(_Strict):
     queue_window: PositiveInt
     """Queued tasks visible to the scheduler, oldest first (tasks): the task slots of
     the observation and the action."""
+    model_slots: PositiveInt
+    """Model columns of every observation token (slots, >= the number of models): a
+    model occupies one slot, so a network trained with this many slots reads presets
+    with up to as many models (``eat.sim.encoding``)."""
     time_limit_s: PositiveFloat | None
     """Truncate an environment episode once simulated time passes this (s); null: none."""
 
@@ -366,6 +370,11 @@ class PresetConfig(_Strict):
                     f"servers: gpu {group.gpu!r} is not in gpu_types; choose one of "
                     f"{sorted(self.gpu_types)}"
                 )
+        if len(self.models) > self.model_slots:
+            raise ValueError(
+                f"model_slots ({self.model_slots}) must be at least the number of models "
+                f"({len(self.models)})"
+            )
         for name in self.workload.models:
             if name not in self.models:
                 raise ValueError(
