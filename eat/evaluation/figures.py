@@ -527,7 +527,7 @@ def generalisation_figure(table: pd.DataFrame, path: str | Path | None = None) -
         learned[learned["preset"] == p][["scenario", "rate"]].drop_duplicates().shape[0]
         for p in presets
     ]
-    fig, axes = new_figure_grid((9.0, 1.5 + 0.45 * max(heights, default=1)), 1, len(presets))
+    fig, axes = new_figure_grid((10.0, 1.5 + 0.45 * max(heights, default=1)), 1, len(presets))
     offsets = np.linspace(-0.25, 0.25, max(len(agents), 1))
     for ax, preset in zip(axes[0], presets, strict=True):
         rows = learned[learned["preset"] == preset]
@@ -546,7 +546,16 @@ def generalisation_figure(table: pd.DataFrame, path: str | Path | None = None) -
                     continue
                 record = row.iloc[0]
                 if not record["applicable"] or pd.isna(record["reward_relative"]):
-                    ax.text(0.0, y + offset, "n/a", color=palette[agent], fontsize=7, va="center")
+                    ax.text(
+                        0.99,  # at the right edge (axes coordinates), whatever the range
+                        y + offset,
+                        "n/a",
+                        transform=ax.get_yaxis_transform(),
+                        color=palette[agent],
+                        fontsize=7,
+                        ha="right",
+                        va="center",
+                    )
                     continue
                 value = 100.0 * record["reward_relative"]
                 low = 100.0 * record["reward_relative_ci_low"]
@@ -569,5 +578,5 @@ def generalisation_figure(table: pd.DataFrame, path: str | Path | None = None) -
         ax.set_title(f"trained on {preset}")
     handles = [Line2D([], [], marker="o", linestyle="", color=palette[a], label=a) for a in agents]
     if handles:
-        axes[0, -1].legend(handles=handles, loc="lower right", fontsize=8)
+        outside_legend(axes[0, -1], handles=handles)
     return finish(fig, path)
