@@ -6,7 +6,7 @@ latency model) -> ``sim`` (the event-driven simulator and its Gymnasium environm
 ``testbed`` (real serving on Ray); ``stages`` runs them as the DVC pipeline.
 
 ``import eat`` registers the Gymnasium environments :data:`ENV_ID` and
-:data:`DISCRETE_ENV_ID`, so ``gymnasium.make("eat/EdgeCluster-v2", preset="edge")`` works
+:data:`DISCRETE_ENV_ID`, so ``gymnasium.make("eat/EdgeCluster-v3", preset="edge")`` works
 without importing more.
 """
 
@@ -30,9 +30,9 @@ if _platform.machine().lower() in ("x86_64", "amd64"):
 from gymnasium.envs.registration import register as _register
 from gymnasium.envs.registration import registry as _registry
 
-ENV_ID = "eat/EdgeCluster-v2"
+ENV_ID = "eat/EdgeCluster-v3"
 """The Gymnasium id of :class:`eat.sim.env.EdgeClusterEnv` (version history there)."""
-DISCRETE_ENV_ID = "eat/EdgeClusterDiscrete-v2"
+DISCRETE_ENV_ID = "eat/EdgeClusterDiscrete-v3"
 """The Gymnasium id of :class:`eat.sim.discrete.EdgeClusterDiscreteEnv`, the same episodes
 with a ``Discrete`` action space and ``action_masks()``; its version follows the
 observation's, which it shares with :data:`ENV_ID`."""

@@ -29,7 +29,7 @@ from eat.schedulers.rl.networks import (
     tokens_to_flat,
 )
 from eat.schedulers.rl.sac import NStepAccumulator, ReplayBuffer, Transition
-from eat.sim.encoding import Encoder
+from eat.sim.encoding import N_FEATURES, Encoder
 from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import Simulator
 from eat.training.loop import RunInterrupted, resolve_runs, train_run, validate, write_run
@@ -461,23 +461,40 @@ def test_an_mlp_policy_refuses_a_cluster_of_another_size(params, tmp_path):
     scheduler = RLScheduler(actor, "sac", trained_on="paper")
     assert len(run_episode(preset, scheduler, 0.05, seed=1000).tasks) == 32  # its own cluster
     bigger = tweak(preset, servers=[{"gpu": "reference", "count": 8}])
+    slots = preset.model_slots
     with pytest.raises(
         ValueError,
-        match=r"'sac' has an MLP encoder .* trained on preset 'paper' for 1 model\(s\) and 15 tokens.*this simulator has 1 model\(s\) and 19 tokens \(window 10 \+ 8 servers",
+        match=rf"'sac' has an MLP encoder .* trained on preset 'paper' for {slots} model slot\(s\) and 15 tokens.*this simulator has 1 model\(s\) and 19 tokens \(window 10 \+ 8 servers",
     ):
         run_episode(bigger, scheduler, 0.05, seed=1000)
-    two_models = tweak(
-        preset,
-        models={
-            "sd14": {"memory_gb": 4.0, "profile_model": "sd15"},
-            "sd15": {"memory_gb": 4.0, "profile_model": "sd15"},
-        },
-    )
+    # more models than the network's model slots (v3: the width is the slot count, so
+    # fewer models than slots, or as many, are read)
+    spec = {"memory_gb": 4.0, "profile_model": "sd15"}
+    models = {"sd14": spec, **{f"sd14_v{i}": spec for i in range(1, slots + 1)}}
+    too_many = tweak(preset, models=models, model_slots=slots + 1)
     attention = RLScheduler(small_actor(env, obs, "gaussian", "attention"), "eat")
     with pytest.raises(
-        ValueError, match=r"attention encoder trained for 1 model\(s\); this simulator has 2"
+        ValueError,
+        match=rf"attention encoder trained for {slots} model slot\(s\); this simulator has {slots + 1} model\(s\)",
     ):
-        run_episode(two_models, attention, 0.05, seed=1000)
+        run_episode(too_many, attention, 0.05, seed=1000)
+    as_many = tweak(preset, models=dict(list(models.items())[:slots]))
+    assert len(run_episode(as_many, attention, 0.05, seed=1000).tasks) == 32
+
+
+def test_a_network_reads_with_its_own_slot_count_whatever_the_preset_says(edge):
+    """A checkpoint built for 2 model slots (the v2 width of edge, one per model) runs on
+    a preset whose observation has 8: the scheduler encodes with the network's count."""
+    narrow = tweak(edge, model_slots=2, workload={"total_tasks": 12})
+    env = EdgeClusterEnv(narrow, 1.0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape[1] == N_FEATURES + 2
+    scheduler = RLScheduler(small_actor(env, obs, "gaussian", "attention"), "eat")
+    wide = tweak(narrow, model_slots=8)
+    assert scheduler.model_slots == 2
+    assert scheduler.misfit(Simulator(wide)) is None
+    assert len(run_episode(wide, scheduler, 1.0, seed=1000).tasks) == 12
+    assert scheduler.encoder(Simulator(wide)).n_features == N_FEATURES + 2
 
 
 def test_rl_scheduler_decisions_are_valid_on_edge(params):
@@ -658,3 +675,27 @@ def test_crossed_bootstrap_covers_training_and_workload_variance():
     assert out["latency_mean_ci_low"] < out["latency_mean"] < out["latency_mean_ci_high"]
     with pytest.raises(ValueError, match="incomplete"):
         aggregate_crossed(frame.iloc[1:], ["latency_mean"], confidence=0.95, n_resamples=50, seed=0)
+
+
+def test_phase_table_orders_phases_and_takes_gains_from_the_phase_before():
+    import pandas as pd
+
+    from eat.stages.train import phase_table
+
+    runs = pd.DataFrame(
+        {
+            "preset": ["edge"],
+            "agent": ["eat"],
+            "seed": [0],
+            "val_reward": [9.0],  # the selected phase's: must not clash with the melt
+            "sac_val_reward": [8.0],
+            "bc_val_reward": [10.0],
+            "dagger1_val_reward": [10.5],
+            "final_val_reward": [7.0],
+        }
+    )
+    teachers = pd.DataFrame({"preset": ["edge"], "teacher": ["rollout"], "reward": [11.0]})
+    table = phase_table(runs, teachers)
+    assert table["phase"].tolist() == ["bc", "dagger1", "sac"]
+    assert table["gain"].tolist()[1:] == pytest.approx([0.5, -2.5])
+    assert table["teacher_val_reward"].eq(11.0).all()

@@ -85,6 +85,8 @@ class SweepResult:
     tasks: pd.DataFrame
     """Every task record, with preset, scheduler, rate and seed columns."""
     results: dict[EpisodeJob, EpisodeResult] = field(repr=False)
+    nodes: dict[EpisodeJob, str] = field(default_factory=dict, repr=False)
+    """The Ray node each job ran on (empty for a serial sweep): where, not what."""
 
 
 MakeScheduler = Callable[[str, int | None], Scheduler]
@@ -100,6 +102,15 @@ def _run_chunk(
     scheduler = factory(jobs[0].scheduler, jobs[0].train_seed)
     sim = Simulator(preset)
     return [run_episode(preset, scheduler, job.rate, job.seed, sim=sim) for job in jobs]
+
+
+def _run_chunk_remote(
+    preset: PresetConfig, factory: MakeScheduler, jobs: list[EpisodeJob]
+) -> tuple[str, list[EpisodeResult]]:
+    """A Ray task: :func:`_run_chunk`, and the id of the node it ran on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), _run_chunk(preset, factory, jobs)
 
 
 def chunks(jobs: Sequence[EpisodeJob], size: int) -> list[list[EpisodeJob]]:
@@ -134,6 +145,7 @@ def run_sweep(
     """Run ``jobs`` (module docstring); the result does not depend on ``parallel``."""
     groups = chunks(jobs, chunk_size)
     outcomes: list[list[EpisodeResult]] = []
+    nodes: dict[EpisodeJob, str] = {}
     bar = tqdm(total=len(jobs), desc=label or f"evaluate {preset_name}", disable=not progress)
     if parallel == "serial":
         for group in groups:
@@ -145,7 +157,10 @@ def run_sweep(
         ray = import_ray()
         started = start_ray(ray_address, num_cpus=num_cpus)
         try:
-            remote = ray.remote(num_cpus=1, max_retries=2)(_run_chunk)
+            # SPREAD: a cluster's nodes share the chunks instead of the head running them
+            remote = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(
+                _run_chunk_remote
+            )
             preset_ref, factory_ref = ray.put(preset), ray.put(factory)
             pending = {
                 remote.remote(preset_ref, factory_ref, group): i for i, group in enumerate(groups)
@@ -155,7 +170,8 @@ def run_sweep(
             while waiting:
                 finished, waiting = ray.wait(waiting, num_returns=1)
                 index = pending[finished[0]]
-                done_by_index[index] = ray.get(finished[0])
+                node, done_by_index[index] = ray.get(finished[0])
+                nodes.update(dict.fromkeys(groups[index], node))
                 bar.update(len(groups[index]))
             outcomes = [done_by_index[i] for i in range(len(groups))]
         finally:
@@ -179,7 +195,9 @@ def run_sweep(
             rows.append({**keys, **result.metrics()})
             task_frames.append(result.tasks.assign(**keys))
             results[job] = result
-    return SweepResult(pd.DataFrame(rows), pd.concat(task_frames, ignore_index=True), results)
+    return SweepResult(
+        pd.DataFrame(rows), pd.concat(task_frames, ignore_index=True), results, nodes
+    )
 
 
 def grid(

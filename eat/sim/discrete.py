@@ -238,7 +238,7 @@ class EdgeClusterDiscreteEnv(EdgeClusterEnv):
 
     ## Description
     The same simulator, workloads, observation, reward and episode end as
-    ``eat/EdgeCluster-v2``; only the action differs: a decision is one of a fixed table
+    ``eat/EdgeCluster-v3``; only the action differs: a decision is one of a fixed table
     of dispatches (task slot x gang choice x steps level) or waiting
     (:mod:`eat.sim.discrete`). ``action_masks()`` says which are feasible now, as
     sb3-contrib's ``MaskablePPO`` expects.
@@ -261,23 +261,24 @@ class EdgeClusterDiscreteEnv(EdgeClusterEnv):
     instead.
 
     ## Observation Space
-    That of ``eat/EdgeCluster-v2`` (:class:`~eat.sim.env.EdgeClusterEnv`).
+    That of ``eat/EdgeCluster-v3`` (:class:`~eat.sim.env.EdgeClusterEnv`).
 
     ## Rewards
-    That of ``eat/EdgeCluster-v2`` for an applied action; 0 for a refused one.
+    That of ``eat/EdgeCluster-v3`` for an applied action; 0 for a refused one.
 
     ## Starting State
-    That of ``eat/EdgeCluster-v2``: ``reset(seed=s)`` gives the workload of
+    That of ``eat/EdgeCluster-v3``: ``reset(seed=s)`` gives the workload of
     ``episode_rngs(s)``, the same as ``run_episode(..., seed=s)``.
 
     ## Episode End
-    That of ``eat/EdgeCluster-v2``; refused actions count towards ``max_episode_steps``.
+    That of ``eat/EdgeCluster-v3``; refused actions count towards ``max_episode_steps``.
 
     ## Arguments
     Those of :class:`~eat.sim.env.EdgeClusterEnv`, and ``steps_levels`` (how many steps
     values; None: ``env.discrete.steps_levels`` of the params file).
 
     ## Version History
+    - v3: the observation of ``eat/EdgeCluster-v3`` (a fixed number of model slots).
     - v2: initial version, over the v2 observation.
     """
 

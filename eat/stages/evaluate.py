@@ -8,7 +8,9 @@ on the same test seeds, and get crossed bootstrap intervals (:mod:`eat.evaluatio
 :func:`evaluate_preset` computes one preset's episodes, task records and aggregate;
 :func:`learned_reports` the comparisons of the learned agents (reduction of ``eat``
 against every other scheduler, the structural floor of ``paper``, the ablation);
-:func:`run` writes them, draws the figures and returns the DVC metrics.
+:func:`generalisation_report` the generalisation tests (``evaluate.generalisation``,
+:mod:`eat.evaluation.generalisation`); :func:`run` writes them, draws the figures and
+returns the DVC metrics.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pandas as pd
 
 from eat.distributed import ray_session
 from eat.evaluation import figures, trained
+from eat.evaluation.generalisation import generalisation_metrics, generalisation_table
 from eat.evaluation.metrics import (
     aggregate,
     gap_closed,
@@ -424,6 +427,26 @@ def draw(params: Params, evaluation: PresetEvaluation, plots: Path) -> None:
         )
 
 
+def generalisation_report(params: Params, paths: Paths, *, progress: bool = True) -> pd.DataFrame:
+    """The generalisation tests: ``reports/evaluate/generalisation.csv``, its metrics
+    (``reports/generalisation_metrics.json``) and figure; the trace files of the trace
+    scenario go to ``artifacts/evaluate/generalisation/``."""
+    stage = paths.evaluate
+    table, seconds = generalisation_table(
+        params,
+        paths.models,
+        stage.artifacts / "generalisation",
+        progress=progress,
+        **sweep_settings(params),
+    )
+    for preset, wall in seconds.items():  # a measurement of this machine: logged only
+        log.info("generalisation of %s: %.1f s", preset, wall)
+    write_csv(table, stage.results / "generalisation.csv")
+    figures.generalisation_figure(table, path=stage.artifacts / "plots" / "generalisation.png")
+    write_json(paths.generalisation_metrics, generalisation_metrics(table))
+    return table
+
+
 def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate every preset; write tables, figures and ``reports/metrics.json``."""
     config = params.evaluate
@@ -492,6 +515,8 @@ def _run(params: Params, paths: Paths, *, progress: bool) -> dict[str, Any]:
     for name in params.env.presets:
         figures.slo_attainment(slo, name, path=plots / f"{name}_slo.png")
     write_json(paths.slo_metrics, slo_metrics(slo))
+    if params.evaluate.generalisation is not None:
+        generalisation_report(params, paths, progress=progress)
     entries = metrics(aggregated)
     write_json(stage.metrics, entries)
     return entries

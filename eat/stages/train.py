@@ -77,9 +77,11 @@ def phase_table(runs: pd.DataFrame, teachers: pd.DataFrame) -> pd.DataFrame:
         key=phase_order,
     )
     phase_columns = [p for p in phase_columns if p not in ("final",)]
-    long = runs.melt(
+    value_columns = [f"{p}_val_reward" for p in phase_columns]
+    # melt only the phase columns: the run table's own ``val_reward`` would clash
+    long = runs[["preset", "agent", "seed", *value_columns]].melt(
         id_vars=["preset", "agent", "seed"],
-        value_vars=[f"{p}_val_reward" for p in phase_columns],
+        value_vars=value_columns,
         var_name="phase",
         value_name="val_reward",
     ).dropna(subset=["val_reward"])
@@ -117,9 +119,13 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     stage = paths.train
     setup_logging(stage.log)
     training = train(params, paths.models, progress=progress)
-    costs = training.runs[COST_COLUMNS].assign(matrix_wall_s=training.wall_s)
+    measured = [c for c in ("node",) if c in training.runs]  # the Ray node of each run
+    costs = training.runs[COST_COLUMNS + measured].assign(matrix_wall_s=training.wall_s)
     write_csv(costs, stage.results / "costs.csv")
-    write_csv(training.runs.drop(columns=["wall_s", "cpu_capability"]), stage.results / "runs.csv")
+    write_csv(
+        training.runs.drop(columns=["wall_s", "cpu_capability", *measured]),
+        stage.results / "runs.csv",
+    )
     write_csv(training.curves, stage.artifacts / "curves.csv")
     teachers = teacher_scores(params)
     write_csv(teachers, stage.results / "teacher.csv")

@@ -73,8 +73,9 @@ RESUME_FILE = "resume.pt"
 CURVES_FILE = "curves.csv"
 EPISODES_FILE = "episodes.csv"
 SUMMARY_FILE = "summary.json"
-MEASURED_FIELDS = ("wall_s",)
-"""Run-summary fields that measure this machine rather than follow from the seed."""
+MEASURED_FIELDS = ("wall_s", "node")
+"""Run-summary fields that measure this machine (and, on a cluster, the Ray node a run
+ran on) rather than follow from the seed."""
 
 
 # ---------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def train_run(
 
     # 1. seeding, in one place
     rng = seed_everything(config.seed, device)
-    env = EdgeClusterEnv(spec.preset, rate=spec.rates)
+    env = EdgeClusterEnv(spec.preset, rate=spec.rates, slot_assignment=config.slot_assignment)
     obs, info = env.reset(seed=config.seed)
     env.action_space.seed(config.seed)
     n_tokens, in_features = obs.shape

@@ -56,7 +56,11 @@ def _train_task(spec: AnyRunSpec, checkpoint_root: str) -> AnyRunResult:
     """A Ray task: one run, resuming from its checkpoint if a previous try died
     (idempotent: a retried task continues where the last checkpoint left it; a
     third-party learner's run, which has none, trains again to the same result)."""
-    return train_one(spec, Path(checkpoint_root))
+    import ray
+
+    result = train_one(spec, Path(checkpoint_root))
+    result.summary["node"] = ray.get_runtime_context().get_node_id()
+    return result
 
 
 def write_result(result: AnyRunResult, out_dir: Path) -> Path:
@@ -82,7 +86,7 @@ def run_matrix(
     bar = tqdm(total=len(specs), desc="train runs", disable=not progress)
     if parallel == "serial":
         for spec in specs:
-            result = _train_task(spec, str(checkpoint_root))
+            result = train_one(spec, checkpoint_root)
             write_result(result, out_dir)
             summaries[spec.run_name] = result.summary
             bar.update(1)
@@ -90,7 +94,9 @@ def run_matrix(
         ray = import_ray()
         started = start_ray(ray_address, num_cpus=num_cpus)
         try:
-            task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_train_task)
+            task = ray.remote(  # SPREAD: runs go to every node of a cluster
+                num_cpus=1, max_retries=2, retry_exceptions=False, scheduling_strategy="SPREAD"
+            )(_train_task)
             pending = [task.remote(spec, str(checkpoint_root)) for spec in specs]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)

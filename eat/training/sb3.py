@@ -4,7 +4,7 @@ Two agents (:data:`eat.schedulers.rl.SB3_AGENTS`), MLP policies with the hyperpa
 of ``train.sb3``:
 
 - ``ppo``: stable-baselines3 PPO on ``gymnasium.make(eat.ENV_ID, preset=..., rate=...)``,
-  the continuous action of ``eat/EdgeCluster-v2``;
+  the continuous action of ``eat/EdgeCluster-v3``;
 - ``maskable_ppo``: sb3-contrib MaskablePPO on ``gymnasium.make(eat.DISCRETE_ENV_ID,
   ...)``, the discrete view (:mod:`eat.sim.discrete`), masked by its ``action_masks()``.
 
@@ -320,7 +320,7 @@ def train_sb3_run(spec: Sb3RunSpec, *, progress_bar: bool = False) -> Sb3RunResu
     else:
         action_view = {"kind": "continuous", "size": int(np.prod(env.action_space.shape))}
     shape = env.observation_space.shape
-    assert shape is not None and len(shape) == 2  # the token grid of eat/EdgeCluster-v2
+    assert shape is not None and len(shape) == 2  # the token grid of eat/EdgeCluster-v3
     shapes = {"n_tokens": int(shape[0]), "in_features": int(shape[1])}
 
     # 2.-3. learn, validating every eval_every decisions

@@ -31,8 +31,8 @@ AGENTS: dict[str, dict[str, str]] = {
 
 SB3_AGENTS: dict[str, str] = {"ppo": "PPO", "maskable_ppo": "MaskablePPO"}
 """Third-party learners trained through the package's environments, by algorithm:
-stable-baselines3 PPO on ``eat/EdgeCluster-v2``, sb3-contrib MaskablePPO on its discrete
-view ``eat/EdgeClusterDiscrete-v2`` (:mod:`eat.training.sb3`,
+stable-baselines3 PPO on ``eat/EdgeCluster-v3``, sb3-contrib MaskablePPO on its discrete
+view ``eat/EdgeClusterDiscrete-v3`` (:mod:`eat.training.sb3`,
 :mod:`~eat.schedulers.rl.sb3`)."""
 
 LEARNED_AGENTS: tuple[str, ...] = (*AGENTS, *SB3_AGENTS)

@@ -49,7 +49,7 @@ POLICY_CLASSES: dict[str, type[ActorCriticPolicy]] = {
 
 
 def observation_space(shape: tuple[int, int]) -> gym.spaces.Box:
-    """The observation space of ``eat/EdgeCluster-v2`` for a token grid of ``shape``."""
+    """The observation space of ``eat/EdgeCluster-v3`` for a token grid of ``shape``."""
     return gym.spaces.Box(-SLACK_CLIP, OBSERVATION_HIGH, shape, np.float32)
 
 
