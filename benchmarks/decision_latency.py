@@ -9,7 +9,8 @@ weights: a decision does the same arithmetic whatever the weights.
 
     .venv/bin/python benchmarks/decision_latency.py [--preset paper] [--episodes 20]
 
-The last line reads ``RESULT eat_decision_ms_median=<number>``.
+It writes ``benchmarks/results/decision_latency.json`` (``--out`` elsewhere); the last
+line reads ``RESULT eat_decision_ms_median=<number>``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
+from eat.benchmarking import report
 from eat.evaluation.runner import run_episode
 from eat.params import load_params
 from eat.schedulers import make_scheduler
@@ -40,7 +42,7 @@ def agent_scheduler(params, preset: str, name: str, overrides: dict, models: Pat
     if (directory / "actor.pt").exists():
         return load_scheduler(directory, name)
     config = sac_config(params, preset, params.seeds.train[0], overrides)
-    config.device = "cpu"
+    config = config.model_copy(update={"device": "cpu"})
     encoder = Encoder(Simulator(params.env.preset(preset)))
     shapes = {
         "n_tokens": encoder.n_tokens,
@@ -51,13 +53,14 @@ def agent_scheduler(params, preset: str, name: str, overrides: dict, models: Pat
     return RLScheduler(build_actor(config, shapes), name)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
     parser.add_argument("--models", default=str(REPO / "models"), type=Path)
     parser.add_argument("--preset", default="paper", choices=["paper", "edge"])
     parser.add_argument("--episodes", default=20, type=int)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="result JSON")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     params = load_params(args.params)
     preset = params.env.preset(args.preset)
@@ -78,7 +81,8 @@ def main() -> None:
     for scheduler in schedulers.values():  # warm-up of every one before any timing
         for rate in rates:
             run_episode(preset, scheduler, rate, params.seeds.validation[0])
-    medians = {}
+    medians, results = {}, {}
+    trained = {name for name in candidates if (args.models / args.preset / name).is_dir()}
     for name, scheduler in schedulers.items():
         seconds: list[float] = []
         for episode in range(args.episodes):
@@ -87,8 +91,20 @@ def main() -> None:
             seconds += run_episode(preset, scheduler, rate, seed).decision_seconds
         ms = np.asarray(seconds) * 1e3
         medians[name] = float(np.median(ms))
+        results[f"{name}_decision_ms_median"] = medians[name]
+        results[f"{name}_decision_ms_p99"] = float(np.percentile(ms, 99))
         print(f"{name:<20} {ms.size:>9} {medians[name]:>10.3f} {np.percentile(ms, 99):>8.3f}")
-    print(f"RESULT eat_decision_ms_median={medians['eat']:.3f}")
+    report(
+        "decision_latency",
+        results,
+        notes=(
+            f"one CPU thread, preset {args.preset}, {args.episodes} episodes on the "
+            f"validation seeds; networks: trained models for {sorted(trained) or 'none'}, "
+            "fresh weights of the same size for the others"
+        ),
+        out=args.out,
+        headline="eat_decision_ms_median",
+    )
 
 
 if __name__ == "__main__":

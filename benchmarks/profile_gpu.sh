@@ -5,6 +5,8 @@
 #
 #   bash benchmarks/profile_gpu.sh prepare   # on a machine with PyPI: wheels -> .whl/
 #   bash benchmarks/profile_gpu.sh run       # on the GPU machine (a few minutes on an H100)
+#   bash benchmarks/profile_gpu.sh smoke DIR # the same steps on this CPU, tiny models (a
+#                                            # check of the script; outputs under DIR)
 #
 # `prepare` fetches the pure-Python / cp312 wheels that a bare GPU image with PyTorch
 # usually lacks (diffusers, pydantic, ...) into .whl/ (git-ignored through
@@ -41,7 +43,7 @@ prepare)
         --platform manylinux2014_x86_64 -d .whl "${WHEELS[@]}"
     ls -l .whl
     ;;
-run)
+run | smoke)
     if compgen -G ".whl/*.whl" >/dev/null; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl
@@ -50,22 +52,29 @@ run)
         export PYTHONPATH="$ROOT"
     fi
     export PYTHONUNBUFFERED=1
-    "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device")'
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-    WORK="reports/gpu_profile"
-    "$PY" -m eat.profiling --params params.yaml --out "$WORK/profile" \
-        --decision "$WORK/latency_source.json" --summary "$WORK/profile_summary.json"
-    "$PY" benchmarks/compare_profile.py "$WORK/profile/profile.csv" \
-        --metadata "$WORK/profile/profile.json" --out docs/gpu_profile_comparison.md \
-        --figures docs/gpu_profile
+    if [[ "$MODE" == run ]]; then
+        "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device")'
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+        WORK="artifacts/gpu_profile"
+        DOCS="docs"
+    else
+        [[ -n "${2:-}" ]] || { echo "usage: $0 smoke DIR" >&2; exit 2; }
+        WORK="$2/work"
+        DOCS="$2/docs"
+    fi
+    # the profile stage (params.yaml `profile`, device auto), its outputs under $WORK
+    "$PY" -m eat --params params.yaml --root "$WORK" profile >/dev/null
+    "$PY" benchmarks/compare_profile.py "$WORK/reports/profile/profile.csv" \
+        --metadata "$WORK/artifacts/profile/profile.json" \
+        --out "$DOCS/gpu_profile_comparison.md" --figures "$DOCS/gpu_profile"
     if [[ -n "${OUT:-}" ]]; then
-        cp docs/gpu_profile_comparison.md "$WORK/profile/profile.csv" \
-            "$WORK/profile/profile.json" "$WORK/profile_summary.json" "$OUT/"
-        mkdir -p "$OUT/gpu_profile" && cp docs/gpu_profile/*.png "$OUT/gpu_profile/"
+        cp "$DOCS/gpu_profile_comparison.md" "$WORK/reports/profile/profile.csv" \
+            "$WORK/artifacts/profile/profile.json" "$WORK/reports/profile_summary.json" "$OUT/"
+        mkdir -p "$OUT/gpu_profile" && cp "$DOCS"/gpu_profile/*.png "$OUT/gpu_profile/"
     fi
     ;;
 *)
-    echo "usage: $0 prepare|run" >&2
+    echo "usage: $0 prepare|run|smoke DIR" >&2
     exit 2
     ;;
 esac

@@ -8,7 +8,8 @@ must complete: the exit status is 1 otherwise.
 
     .venv/bin/python benchmarks/testbed_load.py --requests 24 --concurrency 8
 
-The last line reads ``RESULT throughput_rps=<n> p50_s=<n> p95_s=<n> p99_s=<n> errors=<n>``.
+It writes ``benchmarks/results/testbed_load.json`` (``--out`` elsewhere) and ends with
+``RESULT`` lines for the throughput, the latency percentiles and, last, the errors.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="budget of the burst (s)")
     parser.add_argument("--scheduler", default=None, help="default: testbed.load_test.scheduler")
     parser.add_argument("--work-dir", default="/tmp/eat-testbed-load")
+    parser.add_argument("--out", type=Path, default=None, help="result JSON")
     args = parser.parse_args(argv)
     if not 0 < args.requests <= 1000:
         parser.error("--requests must be in 1..1000")
 
     import yaml
 
+    from eat.benchmarking import report
     from eat.params import validate_params
     from eat.testbed.bed import build_testbed, run_load_test_stage
 
@@ -48,17 +51,31 @@ def main(argv: list[str] | None = None) -> int:
     params = validate_params(raw, source=args.params)
     bed = build_testbed(params, Path(args.work_dir))
     try:
-        report = run_load_test_stage(params, bed.preset, bed.workers, bed.resolved)
+        load = run_load_test_stage(params, bed.preset, bed.workers, bed.resolved)
     finally:
         bed.close()
-    summary = report.summary()
+    summary = load.summary()
     print(json.dumps(summary, indent=2))
-    print(
-        f"RESULT throughput_rps={report.throughput_rps:.3f} p50_s={report.latency_p50_s:.3f} "
-        f"p95_s={report.latency_p95_s:.3f} p99_s={report.latency_p99_s:.3f} "
-        f"errors={report.errors}"
+    section = params.testbed
+    report(
+        "testbed_load",
+        {
+            "throughput_rps": load.throughput_rps,
+            "latency_p50_s": load.latency_p50_s,
+            "latency_p95_s": load.latency_p95_s,
+            "latency_p99_s": load.latency_p99_s,
+            "completed": load.completed,
+            "errors": load.errors,
+        },
+        notes=(
+            f"{args.requests} requests, {args.concurrency} in flight, scheduler "
+            f"{section.load_test.scheduler}, {section.workers} {bed.resolved.device} workers, "
+            f"{bed.resolved.model_size} models, cold caches, uvicorn on 127.0.0.1"
+        ),
+        out=args.out,
+        headline="errors",
     )
-    return 0 if report.completed == report.requests else 1
+    return 0 if load.completed == load.requests else 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -55,10 +58,12 @@ def start_ray(
     object_store_mb: int | None = None,
     namespace: str | None = None,
     log_to_driver: bool = False,
+    temp_dir: str | Path | None = None,
 ) -> bool:
     """Connect to Ray: a local loopback-only instance (``address`` None) or the cluster
     at ``address``. Returns True when this call started (and should shut down) Ray; a
-    running connection is reused."""
+    running connection is reused. ``temp_dir``: the local instance's temporary folder
+    (None: Ray's default), so that its processes can be found by it later."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
         loopback_only()
@@ -72,6 +77,8 @@ def start_ray(
             options: dict[str, Any] = {}
             if object_store_mb is not None:
                 options["object_store_memory"] = object_store_mb * 2**20
+            if temp_dir is not None:
+                options["_temp_dir"] = str(temp_dir)
             ray.init(
                 num_cpus=num_cpus or os.cpu_count(),
                 num_gpus=num_gpus,
@@ -94,3 +101,17 @@ def start_ray(
                 f"{LOCAL_ONLY_ENV}=0 in the environment before starting Python"
             )
     return started
+
+
+@contextmanager
+def ray_session(
+    enabled: bool, address: str | None, *, num_cpus: int | None = None
+) -> Iterator[None]:
+    """Ray for the duration of a block (when ``enabled``): started once, so that the
+    sweeps inside reuse its workers, and shut down after the block if this started it."""
+    started = start_ray(address, num_cpus=num_cpus) if enabled else False
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()

@@ -17,10 +17,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 PresetName = Literal["paper", "edge"]
 HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
-AgentName = Literal["eat", "d2sac", "sac"]
-"""Learned agents (``eat.schedulers.rl.AGENTS``); evaluated from the ``train`` stage's models."""
+AgentName = Literal["eat", "d2sac", "sac", "ppo", "maskable_ppo"]
+"""Learned agents (``eat.schedulers.rl.AGENTS``, and the third-party learners
+``eat.schedulers.rl.SB3_AGENTS``); evaluated from the ``train`` stage's models."""
+PlannerName = Literal["rollout", "clairvoyant"]
+TeacherPlanner = Literal["rollout"]
+"""Planners that may teach the learned agents (they see no more than the learner)."""
+"""Search-based schedulers (``eat.schedulers.rollout``)."""
 SchedulerName = Literal[
-    "random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf", "eat", "d2sac", "sac"
+    "random",
+    "fifo",
+    "first_fit",
+    "greedy",
+    "eft",
+    "warm_first",
+    "edf",
+    "rollout",
+    "clairvoyant",
+    "eat",
+    "d2sac",
+    "sac",
+    "ppo",
+    "maskable_ppo",
 ]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -46,21 +64,36 @@ class ModelMix(_Strict):
     """Share of requests and resolutions for one diffusion model."""
 
     share: Annotated[float, Field(gt=0, le=1)]
-    """Fraction of requests that ask for this model (shares are renormalised)."""
+    """Fraction of requests that ask for this model (dimensionless; the shares of all
+    models are renormalised to sum to 1)."""
     resolutions: list[PositiveInt] = Field(min_length=1)
-    """Image side lengths (pixels) requested, drawn uniformly."""
+    """Image side lengths (px; square images) requested of this model, each drawn with
+    equal probability."""
 
 
 class DeadlineConfig(_Strict):
-    """QoS target of each task: ``deadline = arrival + slack * nominal``."""
+    """QoS target of each task: ``deadline = arrival + slack * nominal`` (``slack``), or
+    ``arrival + slo_scale * standalone`` (``slo``)."""
 
-    mode: Literal["none", "slack"]
-    """``none``: tasks have no deadline; ``slack``: deadline from a slack factor."""
+    mode: Literal["none", "slack", "slo"]
+    """``none``: tasks have no deadline (never missed); ``slack``: the deadline is the
+    arrival time plus a slack factor times the nominal latency; ``slo``: the arrival time
+    plus ``slo_scale`` times the task's standalone latency (warm, on an empty cluster, on
+    the fastest gang it could get, at ``reference_steps``), as serving systems state
+    SLOs."""
+    slo_scale: PositiveFloat
+    """``slo``: the deadline's multiple of the standalone latency (dimensionless; 1 is
+    the fastest possible service). Unused by the other modes."""
     slack_min: PositiveFloat
+    """Smallest slack factor (dimensionless, multiplies the nominal latency); the factor
+    is drawn uniformly from [slack_min, slack_max] per task. Unused with ``mode: none``."""
     slack_max: PositiveFloat
+    """Largest slack factor (dimensionless, >= slack_min). Unused with ``mode: none``."""
     reference_gpu: str
-    """GPU type whose warm single-server latency at ``reference_steps`` is the nominal."""
+    """GPU type (a key of ``gpu_types``) whose warm single-server latency at
+    ``reference_steps`` is the nominal latency."""
     reference_steps: PositiveInt
+    """Denoising steps of the nominal latency (steps)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> DeadlineConfig:
@@ -78,26 +111,39 @@ class WorkloadConfig(_Strict):
     """Arrival process: Poisson, 2-state Markov-modulated Poisson (bursty), diurnal
     (sinusoidal non-homogeneous Poisson), or replay of a CSV trace."""
     initial_tasks: Annotated[int, Field(ge=0)]
-    """Tasks already queued at t = 0."""
+    """Tasks already queued at t = 0 (tasks; <= total_tasks)."""
     total_tasks: PositiveInt
-    """Tasks per episode, the initial ones included."""
+    """Tasks per episode, the initial ones included (tasks)."""
     burst_ratio: Annotated[float, Field(ge=1)]
-    """mmpp: arrival rate in the burst state over the rate in the calm state."""
+    """mmpp: arrival rate in the burst state over the rate in the calm state
+    (dimensionless); the long-run mean rate stays the swept rate."""
     burst_share: Annotated[float, Field(gt=0, lt=1)]
-    """mmpp: long-run share of time spent in the burst state."""
+    """mmpp: long-run share of time spent in the burst state (dimensionless)."""
     burst_mean_duration_s: PositiveFloat
     """mmpp: mean sojourn in the burst state (s)."""
     diurnal_period_s: PositiveFloat
     """diurnal: period of the rate modulation (s)."""
     diurnal_amplitude: Annotated[float, Field(ge=0, lt=1)]
-    """diurnal: relative amplitude of the sinusoidal rate."""
+    """diurnal: relative amplitude of the sinusoidal rate (dimensionless): the rate is
+    ``rate * (1 + amplitude * sin(2 pi t / period))``."""
     trace_path: str | None
-    """trace: CSV with columns arrival, model, resolution and optionally deadline, gang_size."""
+    """trace: CSV with columns arrival (s), model, resolution (px) and optionally
+    deadline (s after arrival), gang_size and steps (the request's own denoising steps,
+    which every scheduler then uses); its arrivals are rescaled to the swept mean rate.
+    null for the other processes."""
+    trace_window: Literal["first", "random"]
+    """trace: the rows an episode replays: ``first``, the first total_tasks rows (every
+    seed the same tasks); ``random``, total_tasks consecutive rows from a start drawn
+    from the episode's seed (seeds replay different parts of the trace). Unused by the
+    other processes."""
     models: dict[str, ModelMix] = Field(min_length=1)
+    """Model name (a key of the preset's ``models``) -> its share of the requests and
+    its resolutions."""
     gang_sizes: list[PositiveInt]
-    """paper-style presets: gang size drawn uniformly per task from this list; empty
-    when the scheduler chooses the gang."""
+    """paper-style presets: gang size (servers) drawn uniformly per task from this list;
+    empty when the scheduler chooses the gang."""
     deadline: DeadlineConfig
+    """Each task's QoS deadline."""
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkloadConfig:
@@ -116,6 +162,8 @@ class WorkloadConfig(_Strict):
 
 
 class GpuType(_Strict):
+    """One GPU type of a preset's cluster."""
+
     memory_gb: PositiveFloat | None
     """GPU memory (GB); null: the GPU catalogue's (``edge`` preset only)."""
     speed: PositiveFloat | None
@@ -125,22 +173,35 @@ class GpuType(_Strict):
 
 
 class ServerGroup(_Strict):
+    """Servers of one GPU type; the cluster's server ids follow the list order."""
+
     gpu: str
+    """GPU type of these servers (a key of ``gpu_types``)."""
     count: PositiveInt
+    """Number of servers of this type (servers, one GPU each)."""
 
 
 class ModelSpec(_Strict):
+    """A diffusion model the cluster serves."""
+
     memory_gb: PositiveFloat
-    """Resident footprint: weights of every component plus working memory."""
+    """Resident footprint in GPU memory (GB): weights of every component plus working
+    memory. A server whose memory is smaller never runs the model; on ``edge`` the
+    resident models of a server share its memory (LRU eviction)."""
     profile_model: str
-    """Model name in the latency profile whose per-step rows this model uses."""
+    """Model family in the latency profile (``sd15`` or ``sdxl``) whose per-step,
+    decode, encode and cold-start rows this model uses (``edge``; unused by the paper
+    tables)."""
 
 
 class PaperLatency(_Strict):
     """The reference simulator's typed-in tables, indexed by gang size."""
 
     per_step_s: dict[int, PositiveFloat]
+    """Gang size (servers) -> seconds per denoising step of the whole gang (s)."""
     reload_s: dict[int, NonNegativeFloat]
+    """Gang size (servers) -> seconds a cold gang of that size pays to load the model
+    before its first step (s)."""
 
     @model_validator(mode="after")
     def _same_keys(self) -> PaperLatency:
@@ -158,7 +219,8 @@ class ProfileLatency(_Strict):
     derived from datasheet numbers."""
 
     catalogue: str
-    """GPU catalogue: CSV in eat/data (or a path) with datasheet numbers and sources."""
+    """GPU catalogue: CSV in eat/data (or a path) with datasheet numbers (memory, FP16
+    TFLOPS, memory bandwidth, boost clock) and their sources."""
     measured: dict[str, list[str]] = Field(min_length=1)
     """Catalogue GPU type -> the profile CSVs measured on it (eat/data names or paths)."""
     anchor: str
@@ -174,9 +236,10 @@ class ProfileLatency(_Strict):
     batch: Literal[1, 2]
     """2: classifier-free-guidance pair on one server; 1: one branch."""
     load_bandwidth_gbps: PositiveFloat
-    """Disk-to-GPU load bandwidth of a cold start (GB/s)."""
+    """Disk-to-GPU load bandwidth of a cold start (GB/s, gigabytes per second)."""
     cold_start_overhead_s: NonNegativeFloat
-    """Fixed cost of a cold start beyond reading weights: process start, CUDA context."""
+    """Fixed cost of a cold start beyond reading weights (s): process start, CUDA
+    context."""
 
     @model_validator(mode="after")
     def _anchor_measured(self) -> ProfileLatency:
@@ -192,40 +255,65 @@ class ProfileLatency(_Strict):
 
 
 class NetworkConfig(_Strict):
+    """Links between servers (the per-step exchange of patch parallelism) and to the
+    client (the result image)."""
+
     bandwidth_gbps: PositiveFloat
-    """Server-to-server link bandwidth for patch exchange (GB/s)."""
+    """Server-to-server link bandwidth for the patch exchange (GB/s, gigabytes per
+    second: 10 GbE is 1.25)."""
     latency_s: NonNegativeFloat
     """Per-exchange latency (s), paid once per denoising step by a gang of 2+."""
     activation_bytes_per_latent_pixel: NonNegativeFloat | None
-    """Bytes one member receives per step per latent pixel of the whole image, times
-    (n - 1) / n; null: derived per model from its UNet's activation sizes (DistriFusion:
-    self-attention K/V, conv boundaries, GroupNorm statistics, output latent)."""
+    """Bytes one member receives per step per latent pixel of the whole image (bytes),
+    times (n - 1) / n for a gang of n; null: derived per model from its UNet's
+    activation sizes (DistriFusion: self-attention K/V, conv boundaries, GroupNorm
+    statistics, output latent)."""
     overlap: Literal["sequential", "overlapped"]
     """``sequential``: step pace = compute + communication; ``overlapped``: max of both."""
     client_bandwidth_gbps: PositiveFloat
-    """Server-to-client bandwidth for returning the image (GB/s)."""
+    """Server-to-client bandwidth for returning the image (GB/s, gigabytes per second)."""
     image_bytes_per_pixel: NonNegativeFloat
-    """Encoded image size per pixel (PNG of a natural image: about 1.5-2 bytes)."""
+    """Encoded image size per image pixel (bytes; 0: the transmission is free)."""
 
 
 class QualityConfig(_Strict):
+    """Image quality as a function of the denoising steps s (:mod:`eat.sim.quality`)."""
+
     curve: Literal["eat_reference", "saturating"]
     """``eat_reference``: q(s) = 0 for s < 5, 0.16 log6(s) - 0.02 for 5 <= s <= 30,
     0.27 above (zzf1955/EAT); ``saturating``: q_max (1 - exp(-s / tau))."""
     q_max: PositiveFloat
+    """saturating: the quality approached as the steps grow (dimensionless). Unused by
+    ``eat_reference``."""
     tau: PositiveFloat
+    """saturating: the steps over which the quality rises to 63% of q_max (steps).
+    Unused by ``eat_reference``."""
 
 
 class RewardConfig(_Strict):
-    """r = min(cap, scale / (avg_wait + duration + wait)) + quality_weight * q
-    - deadline_penalty * missed."""
+    """``objective: latency``: r = min(cap, scale / (avg_wait + duration + wait)) +
+    quality_weight * q - deadline_penalty * missed; ``objective: slo``: r =
+    slo_met_reward * met + slo_quality_weight * q."""
 
+    objective: Literal["latency", "slo"]
+    """``latency``: the EAT reference's reward (latency credit, quality, deadline
+    penalty); ``slo``: meeting the deadline, quality as the tie-breaker."""
+    slo_met_reward: NonNegativeFloat
+    """``slo``: reward of a task that finishes by its deadline (reward units)."""
+    slo_quality_weight: NonNegativeFloat
+    """``slo``: weight of the quality q(steps), small beside slo_met_reward so that it
+    only breaks ties (reward units per unit quality)."""
     latency_scale: PositiveFloat
+    """``scale`` of the latency term (reward x s): the term is scale / (avg_wait +
+    duration + wait), so it reaches the cap at latency_scale / latency_cap seconds."""
     latency_cap: PositiveFloat
+    """``cap``: the largest value of the latency term (reward units)."""
     quality_weight: NonNegativeFloat
+    """Weight of the quality q(steps) in the reward (reward units per unit quality)."""
     deadline_penalty: NonNegativeFloat
+    """Subtracted when the task finishes after its deadline (reward units)."""
     avg_wait_window: PositiveInt
-    """How many still-queued tasks enter avg_wait (the reference uses 10)."""
+    """How many still-queued tasks enter avg_wait (tasks; the reference uses 10)."""
 
 
 class PresetConfig(_Strict):
@@ -236,24 +324,44 @@ class PresetConfig(_Strict):
     rule; ``edge``: the scheduler chooses gang size and servers; models have
     memory-limited residency."""
     gpu_types: dict[str, GpuType] = Field(min_length=1)
+    """GPU type name -> its memory and speed. ``edge``: names of the GPU catalogue."""
     servers: list[ServerGroup] = Field(min_length=1)
+    """The cluster: groups of servers of one GPU type each."""
     models: dict[str, ModelSpec] = Field(min_length=1)
+    """Model name -> its memory footprint and latency-profile family."""
     allowed_gang_sizes: list[PositiveInt] = Field(min_length=1)
+    """Gang sizes (servers, one row patch each) a task may run with. ``edge``: the
+    scheduler chooses among them (the action's gang slot indexes this list);
+    ``paper``: each task's own size (drawn from ``workload.gang_sizes``) decides, and
+    this list only sets the rows of the ``build_env`` latency table."""
     min_steps: PositiveInt
+    """Fewest denoising steps a dispatch may use (steps)."""
     max_steps: PositiveInt
+    """Most denoising steps a dispatch may use (steps, >= min_steps)."""
     paper_latency: PaperLatency | None
+    """``paper``: the reference's per-step and reload tables; null for ``edge``."""
     profile_latency: ProfileLatency | None
+    """``edge``: the calibrated latency model over measured GPU profiles; null for
+    ``paper``."""
     network: NetworkConfig
+    """Server-to-server and server-to-client links (``edge``; the paper tables include
+    any exchange)."""
     latency_noise_cv: NonNegativeFloat
-    """Coefficient of variation of a multiplicative gamma noise on compute time; 0 is
-    deterministic, 1 is exponential service."""
+    """Coefficient of variation of a multiplicative gamma noise on compute time
+    (dimensionless); 0 is deterministic, 1 is exponential service."""
     quality: QualityConfig
+    """Steps-to-quality curve."""
     reward: RewardConfig
+    """Reward of a dispatch."""
     workload: WorkloadConfig
+    """Arrival process and task mix of an episode."""
     queue_window: PositiveInt
-    """Queued tasks visible to the scheduler (FIFO order)."""
-    time_scale_s: PositiveFloat
-    """Divides times in the observation."""
+    """Queued tasks visible to the scheduler, oldest first (tasks): the task slots of
+    the observation and the action."""
+    model_slots: PositiveInt
+    """Model columns of every observation token (slots, >= the number of models): a
+    model occupies one slot, so a network trained with this many slots reads presets
+    with up to as many models (``eat.sim.encoding``)."""
     time_limit_s: PositiveFloat | None
     """Truncate an environment episode once simulated time passes this (s); null: none."""
 
@@ -267,6 +375,11 @@ class PresetConfig(_Strict):
                     f"servers: gpu {group.gpu!r} is not in gpu_types; choose one of "
                     f"{sorted(self.gpu_types)}"
                 )
+        if len(self.models) > self.model_slots:
+            raise ValueError(
+                f"model_slots ({self.model_slots}) must be at least the number of models "
+                f"({len(self.models)})"
+            )
         for name in self.workload.models:
             if name not in self.models:
                 raise ValueError(
@@ -316,11 +429,33 @@ class PresetConfig(_Strict):
         return sum(group.count for group in self.servers)
 
 
+class DiscreteViewConfig(_Strict):
+    """The discrete-action view of the environment (``eat/EdgeClusterDiscrete-v3``,
+    :class:`eat.sim.discrete.EdgeClusterDiscreteEnv`): one action per visible task slot x
+    gang choice x steps level, plus waiting."""
+
+    steps_levels: Annotated[int, Field(ge=2)]
+    """Steps values a discrete action may choose (values): evenly spaced from the preset's
+    min_steps to its max_steps, both included, rounded to integers (at most
+    max_steps - min_steps + 1 of them)."""
+
+
 class EnvSection(_Strict):
+    """The simulated systems (:mod:`eat.sim`): the ``paper`` preset reproduces the EAT
+    reference model (4 identical servers, gang size fixed per task, the reference's
+    latency tables, quality curve and reward); the ``edge`` preset is a heterogeneous
+    edge cluster whose latencies come from the calibrated model over measured GPU
+    profiles, with memory-limited model residency, deadlines, and the gang size and
+    servers chosen by the scheduler."""
+
     presets: list[PresetName] = Field(min_length=1)
     """Presets the pipeline builds and evaluates."""
     paper: PresetConfig
+    """The EAT reference model (``kind: paper``)."""
     edge: PresetConfig
+    """The heterogeneous edge cluster (``kind: edge``)."""
+    discrete: DiscreteViewConfig
+    """The discrete-action view of every preset's environment."""
 
     @model_validator(mode="after")
     def _kinds(self) -> EnvSection:
@@ -338,8 +473,14 @@ class SeedsSection(_Strict):
     """Workload seeds: disjoint sets so that nothing is evaluated on what it trained on."""
 
     train: list[Seed] = Field(min_length=1)
+    """Training seeds: run ``i`` of an agent uses ``train[i]`` for its networks, replay
+    sampling and training workloads; the testbed loads the agents of ``train[0]``."""
     validation: list[Seed] = Field(min_length=1)
+    """Workload seeds of the periodic validation during training and of the
+    ``build_env`` sample episodes."""
     test: list[Seed] = Field(min_length=1)
+    """Workload seeds of the evaluation (``test[:evaluate.n_seeds]``), identical for
+    every scheduler."""
 
     @model_validator(mode="after")
     def _disjoint(self) -> SeedsSection:
@@ -355,11 +496,43 @@ class SchedulerSettings(_Strict):
     """Fixed choices of the heuristics that do not optimise them."""
 
     fixed_steps: PositiveInt
-    """Steps used by fifo, first_fit and warm_first (and by the warm floor)."""
+    """Steps used by fifo, first_fit and warm_first, and by the warm floor (steps;
+    clipped into the preset's [min_steps, max_steps])."""
     fixed_gang_size: PositiveInt
-    """edge: gang size used by fifo, first_fit and warm_first."""
+    """edge: gang size used by fifo, first_fit and warm_first (servers; the largest
+    allowed size not above it)."""
     target_quality: Annotated[float, Field(ge=0)]
-    """eft: fewest steps whose quality reaches this."""
+    """eft: it uses the fewest steps whose quality reaches this (dimensionless, on the
+    quality curve's scale)."""
+
+
+class RolloutSettings(_Strict):
+    """One search-based scheduler (``eat.schedulers.rollout``): at each decision epoch it
+    scores a few candidate decisions by simulating continuations under a base heuristic
+    and takes the best."""
+
+    base: dict[PresetName, HeuristicName]
+    """The heuristic whose decision is a candidate and that drives every continuation."""
+    candidates: PositiveInt
+    """Dispatches scored besides the base's own decision and waiting: the best by
+    immediate reward (task, gang, steps)."""
+    samples: PositiveInt
+    """Continuations per candidate (the same sampled futures and noise for every
+    candidate: common random numbers); their mean return scores it."""
+    horizon: PositiveInt
+    """Dispatches per continuation, the candidate's own included."""
+
+
+class PlannersSection(_Strict):
+    """The search-based schedulers: ``rollout`` plans online (future arrivals sampled
+    from the preset's workload process); ``clairvoyant`` runs the same search knowing the
+    episode's true future: an achievable reference no online scheduler can be expected to
+    beat."""
+
+    rollout: RolloutSettings
+    """The online rollout planner."""
+    clairvoyant: RolloutSettings
+    """The clairvoyant reference (``samples`` is its number of noise draws)."""
 
 
 ProfileModel = Literal["sd15", "sdxl"]
@@ -370,17 +543,17 @@ class ProfileGrid(_Strict):
     """What one profiling run measures."""
 
     resolutions: dict[ProfileModel, list[PositiveInt]]
-    """Image side lengths (pixels, multiples of 8) per model."""
+    """Image side lengths (px, multiples of 8) profiled per model."""
     patches: list[PositiveInt] = Field(min_length=1)
     """Row patches: the image split over this many servers (1 = the whole image)."""
     batches: list[Literal[1, 2]] = Field(min_length=1)
     """UNet batch: 2 = the classifier-free-guidance pair, 1 = one branch."""
     warmup: Annotated[int, Field(ge=0)]
-    """Untimed calls before each measurement."""
+    """Untimed calls before each measurement (calls)."""
     repeats: PositiveInt
-    """Timed calls per measurement (the median is reported)."""
+    """Timed calls per measurement (calls; the median is reported)."""
     cold_start_trials: Annotated[int, Field(ge=0)]
-    """``from_pretrained`` loads timed per component."""
+    """``from_pretrained`` loads timed per component (loads; 0: no cold starts)."""
 
     @model_validator(mode="after")
     def _multiples_of_8(self) -> ProfileGrid:
@@ -394,7 +567,12 @@ class ProfileGrid(_Strict):
 
 
 class ProfileSection(_Strict):
-    """The ``profile`` stage: GPU latency profiling of the SD components (eat.profiling)."""
+    """The ``profile`` stage: latency profiling of the SD components on this machine's
+    device (:mod:`eat.profiling`). On a GPU it profiles the released architectures
+    (grid ``real``) and, when the GPU catalogue knows the GPU, the ``edge`` preset uses
+    that profile; on a CPU-only machine a tiny smoke profile (grid ``tiny``) exercises
+    the code and the ``edge`` preset keeps the shipped reference profiles
+    (``reports/latency_source.json`` records which)."""
 
     device: Literal["auto", "cuda", "cpu"]
     """``auto``: CUDA when torch sees a GPU, else CPU."""
@@ -404,6 +582,8 @@ class ProfileSection(_Strict):
     dtype: Literal["auto", "float16", "bfloat16", "float32"]
     """``auto``: float16 on CUDA, float32 on CPU."""
     models: list[ProfileModel] = Field(min_length=1)
+    """Model families profiled: ``sd15`` (SD 1.x UNet, VAE, CLIP ViT-L) and ``sdxl``
+    (SDXL UNet, VAE, both text encoders)."""
     model_dirs: dict[ProfileModel, str | None]
     """Local diffusers model folders (``unet/``, ``vae/``, ``text_encoder/``...) per model;
     null: the architecture's config with random weights (latency does not depend on
@@ -414,8 +594,12 @@ class ProfileSection(_Strict):
     threads: PositiveInt
     """torch.set_num_threads for the run (CPU intra-op threads)."""
     seed: Seed
+    """Seeds the random weights (``torch.manual_seed``) and the inputs of the profiled
+    calls."""
     real: ProfileGrid
+    """The grid of the released architectures (``model_size: real``)."""
     tiny: ProfileGrid
+    """The grid of the miniature architectures (``model_size: tiny``): a CPU smoke run."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ProfileSection:
@@ -436,44 +620,207 @@ class ProfileSection(_Strict):
 
 
 class BuildEnvSection(_Strict):
+    """The ``build_env`` stage: build every preset of ``env.presets``, check its
+    Gymnasium environment with ``check_env``, and describe it (latency table, a sample
+    workload, a few sample episodes)."""
+
     sample_episodes: PositiveInt
-    """Episodes simulated per preset for the sanity plots."""
+    """Episodes simulated per preset for the sanity plots (episodes, on
+    ``seeds.validation[:sample_episodes]``)."""
     sample_scheduler: HeuristicName
+    """Heuristic that drives the sample episodes."""
     sample_rate: dict[PresetName, PositiveFloat]
+    """Arrival rate of the environment check, the sample workload and the sample
+    episodes, per preset (tasks/s)."""
 
 
 class GanttSpec(_Strict):
+    """Which episode the Gantt chart shows (the first test seed)."""
+
     preset: PresetName
+    """Preset of the charted episode."""
     scheduler: SchedulerName
+    """Scheduler of the charted episode (a heuristic: only their raw episodes are kept)."""
     rate: PositiveFloat
+    """Arrival rate of the charted episode (tasks/s; one of ``rates`` of the preset)."""
+
+
+class SloSweep(_Strict):
+    """The SLO sweep of the ``evaluate`` stage: every scheduler with deadlines at
+    ``scale`` x each task's standalone latency (``deadline.mode: slo``), against the
+    scale at the middle rate of each preset's sweep and against the rate at
+    ``load_scale``; SLO attainment with bootstrap intervals."""
+
+    scales: list[PositiveFloat] = Field(min_length=1)
+    """SLO scales swept at the middle rate (dimensionless multiples of the standalone
+    latency)."""
+    load_scale: PositiveFloat
+    """The SLO scale of the sweep against the arrival rate (dimensionless)."""
+    objective: Literal["latency", "slo"]
+    """The reward objective during the sweep (``slo``: meeting the deadline, quality as
+    the tie-breaker), which the reward-driven schedulers (greedy, planners) maximise."""
+    n_seeds: PositiveInt
+    """How many of seeds.test each point runs (episodes)."""
+    n_train_seeds: PositiveInt
+    """Training seeds of each learned agent in the sweep (seeds.train[:n_train_seeds])."""
+
+
+class GpuMix(_Strict):
+    """A cluster of GPU types the training cluster does not have."""
+
+    gpu_types: dict[str, GpuType] = Field(min_length=1)
+    """GPU type name -> its memory and speed, as the preset's ``gpu_types`` (``edge``:
+    catalogue names, speed null; ``paper``: memory and speed given), added to the
+    preset's own types."""
+    servers: list[ServerGroup] = Field(min_length=1)
+    """The cluster of the scenario: groups of servers of these types (a different server
+    count scales the arrival rate as ``cluster_sizes`` does)."""
+
+
+class TraceScenario(_Strict):
+    """The trace-replay scenario: a GenTD26 request trace converted by
+    :func:`eat.sim.traces.convert_gentd26` (docs/traces.md) and replayed by a preset
+    built from the training preset (:func:`eat.sim.traces.preset_for_trace`)."""
+
+    path: str | None
+    """The GenTD26 ``lora_request_trace.csv`` when you have it (it is not shipped: its
+    terms allow research use only); null: a synthetic file in its format, drawn from
+    ``synthetic_seed``."""
+    n_models: dict[PresetName, PositiveInt]
+    """Per preset: the most frequent base models kept as distinct models (models; an
+    agent reads the scenario only with at least as many model slots)."""
+    synthetic_requests: PositiveInt
+    """Requests of the synthetic file (requests; unused with ``path``)."""
+    synthetic_seed: Seed
+    """Seed of the synthetic file (unused with ``path``)."""
+
+
+GeneralisationWorkload = Literal["mmpp", "diurnal", "trace"]
+
+
+class GeneralisationSpec(_Strict):
+    """The generalisation tests of the ``evaluate`` stage
+    (:mod:`eat.evaluation.generalisation`): the heuristics and the learned agents trained
+    on each unmodified preset, loaded without retraining, on workloads, clusters and
+    model mixes they were not trained on; every scheduler's mean reward relative to the
+    best heuristic on the same workloads, with crossed bootstrap intervals."""
+
+    presets: list[PresetName] = Field(min_length=1)
+    """Training presets whose agents are tested (each scenario is derived from one)."""
+    schedulers: list[SchedulerName] = Field(min_length=1)
+    """Heuristics and learned agents run on every scenario (planners are not: too slow
+    for this many scenarios); at least one heuristic, the best of which is the
+    reference."""
+    rates: dict[PresetName, list[PositiveFloat]]
+    """Arrival rates per preset (tasks/s) on its training cluster; scenarios with another
+    number of servers scale them by the ratio of server counts (the same load per
+    server)."""
+    n_seeds: PositiveInt
+    """How many of seeds.test each scenario and rate runs (episodes)."""
+    n_train_seeds: PositiveInt
+    """Training seeds of each learned agent (seeds.train[:n_train_seeds])."""
+    workloads: list[GeneralisationWorkload]
+    """Workload shifts from the training preset's Poisson arrivals: ``mmpp`` bursts and
+    ``diurnal`` load with the preset's own settings, ``trace`` replay (``trace``)."""
+    cluster_sizes: list[PositiveInt]
+    """Cluster sizes (servers), each with the training cluster's mix of GPU types in the
+    same proportions (largest remainder) and the arrival rate scaled with the size."""
+    gpu_mix: dict[PresetName, GpuMix]
+    """Per preset: a cluster of GPU types its training cluster does not have (none for a
+    preset without an entry)."""
+    model_variants: list[Annotated[int, Field(ge=2)]]
+    """Model mixes: each model of the preset becomes this many distinct models (fine-tunes
+    sharing its architecture, footprint and resolutions, its share split evenly), so more
+    models compete for memory and residency matters more."""
+    trace: TraceScenario
+    """The trace of the ``trace`` workload."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneralisationSpec:
+        planners = [name for name in self.schedulers if name in get_args(PlannerName)]
+        if planners:
+            raise ValueError(
+                f"schedulers has planners {planners}; the generalisation tests run heuristics "
+                "and learned agents only"
+            )
+        if not any(name in get_args(HeuristicName) for name in self.schedulers):
+            raise ValueError("schedulers needs a heuristic: the best one is the reference")
+        for name, keyed in (("rates", self.rates), ("trace.n_models", self.trace.n_models)):
+            missing = [preset for preset in self.presets if preset not in keyed]
+            if missing:
+                raise ValueError(f"{name} has no value for preset(s) {missing}")
+        return self
 
 
 class EvaluateSection(_Strict):
+    """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
+    the same test workloads, means with bootstrap confidence intervals (crossed over
+    training and test seeds for the learned agents), and the comparisons of ``eat``."""
+
     schedulers: list[SchedulerName] = Field(min_length=1)
+    """Schedulers evaluated: heuristics, planners (``planners``), and learned agents
+    loaded from the ``train`` stage's models (every training seed)."""
+    reference: PlannerName
+    """The reference whose share of the gap from ``random`` each scheduler closes (on
+    reward and on latency); it must be among ``schedulers``, as must ``random``."""
+    parallel: Literal["ray", "serial"]
+    """``ray``: episodes in parallel through Ray (a local instance on loopback, or the
+    cluster at ``ray_address``), with the same results as ``serial``."""
+    ray_address: str | None
+    """null: a local Ray instance; else the address of an existing cluster."""
+    num_cpus: PositiveInt | None
+    """Local Ray: cores to use (null: all)."""
     rates: dict[PresetName, list[PositiveFloat]]
     """Arrival-rate sweep per preset (tasks/s)."""
     n_seeds: PositiveInt
-    """How many of seeds.test each (scheduler, rate) point runs."""
+    """How many of seeds.test each (scheduler, rate) point runs (episodes)."""
     confidence: Annotated[float, Field(gt=0, lt=1)]
+    """Two-sided level of the bootstrap confidence intervals (dimensionless)."""
     bootstrap_resamples: Annotated[int, Field(ge=100)]
+    """Bootstrap resamples per interval (resamples)."""
     gantt: GanttSpec
+    """The episode drawn as a Gantt chart."""
+    slo: SloSweep
+    """The SLO sweep."""
+    generalisation: GeneralisationSpec | None
+    """The generalisation tests (``reports/evaluate/generalisation.csv``); null: none."""
+
+    @model_validator(mode="after")
+    def _reference(self) -> EvaluateSection:
+        missing = [name for name in ("random", self.reference) if name not in self.schedulers]
+        if missing:
+            raise ValueError(
+                f"schedulers must include {missing}: the gap-closed shares run from random to "
+                f"the reference {self.reference!r}"
+            )
+        return self
 
 
 class AblationVariant(_Strict):
     """An ablation run: the ``eat`` agent with another encoder, actor or chain length."""
 
     encoder: Literal["attention", "mlp"]
+    """State encoder (as SACConfig ``encoder``)."""
     actor: Literal["diffusion", "gaussian"]
+    """Actor head (as SACConfig ``actor``)."""
     denoising_steps: PositiveInt
+    """Steps K of the diffusion actor's reverse chain (steps; unused by ``gaussian``)."""
     init: Literal["scratch", "bc"]
+    """Warm start (as SACConfig ``init``)."""
     bc_weight: NonNegativeFloat
+    """Weight of the teacher-imitation term during SAC (as SACConfig ``bc_weight``)."""
 
 
 class AblationSpec(_Strict):
+    """Variants of the ``eat`` agent trained beside the agents and evaluated on one
+    preset; every other hyperparameter is the ``train`` section's."""
+
     preset: PresetName
+    """Preset the variants are trained and evaluated on."""
     n_seeds: PositiveInt
     """Training runs per variant (seeds.train[:n_seeds])."""
     variants: dict[str, AblationVariant] = Field(min_length=1)
+    """Variant name (the model folder's and the report's name) -> what it changes."""
 
 
 EncoderKind = Literal["attention", "mlp"]
@@ -548,11 +895,35 @@ class SACConfig(_Strict):
     """Behaviour-cloning gradient steps on the teacher episodes (``init: bc``)."""
     bc_learning_rate: PositiveFloat
     """Adam step size of behaviour cloning (its own optimiser)."""
+    bc_loss: Literal["mse", "decision"]
+    """Behaviour-cloning loss. ``mse``: squared error between the sampled action and the
+    teacher's action vector. ``decision``: the deployed (deterministic) action scored on
+    the decision it decodes to: logistic loss on dispatch-or-wait, cross-entropy over
+    the dispatchable task slots, a logistic loss per free server (chosen or not), and
+    squared error on steps and gang size (:func:`eat.schedulers.rl.sac.decision_loss`)."""
     critic_warmup_updates: Annotated[int, Field(ge=0)]
     """Critic-only SAC steps after behaviour cloning (policy evaluation of the clone)."""
     bc_weight: NonNegativeFloat
     """Weight of the teacher-imitation term kept in the actor loss during SAC (TD3+BC
     scaling by mean |Q|); 0 is pure SAC after the warm start."""
+    dagger_rounds: Annotated[int, Field(ge=0)]
+    """Rounds of expert iteration (DAgger) after behaviour cloning (only with ``init:
+    bc``: it starts from the clone of the teacher): the learner drives
+    ``dagger_episodes`` episodes, the teacher labels every state the learner visits, and
+    the actor is cloned again on every label so far; 0: none."""
+    dagger_episodes: Annotated[int, Field(ge=0)]
+    """Learner-driven episodes per DAgger round."""
+    dagger_updates: Annotated[int, Field(ge=0)]
+    """Behaviour-cloning gradient steps after each DAgger round (on all labels so far)."""
+    slot_assignment: Literal["identity", "permuted"]
+    """Model slots of the training observations (:mod:`eat.sim.encoding`): ``identity``
+    (the preset's i-th model in slot i, as every evaluation observes), or ``permuted``
+    (a random slot per model each training episode, from the episode seed, so that
+    every slot is trained for presets with more models than this one)."""
+    label_during_sac: bool
+    """Label SAC's own states with the teacher as well (one teacher decision per SAC
+    decision: costly with a planner as the teacher); false: the imitation term
+    (``bc_weight``) uses the labels gathered before SAC."""
     # --- run
     total_steps: PositiveInt
     """Environment decisions of SAC (after the teacher episodes)."""
@@ -572,6 +943,39 @@ class SACConfig(_Strict):
         return self
 
 
+class Sb3Config(_Strict):
+    """Hyperparameters of the third-party learners (``ppo``: stable-baselines3 PPO on the
+    continuous environment; ``maskable_ppo``: sb3-contrib MaskablePPO on the discrete view),
+    the same for both and every preset (:mod:`eat.training.sb3`). Their decisions per run
+    are ``eat``'s (:func:`eat.training.sb3.decision_budget`); ``eval_every``,
+    ``select_by``, the validation seeds and ``device`` are the ``train`` section's; every
+    other PPO setting is stable-baselines3's default (MLP policy 64 x 64, GAE lambda 0.95,
+    clip range 0.2)."""
+
+    n_steps: PositiveInt
+    """Decisions collected per rollout before each PPO update (decisions; one
+    environment)."""
+    batch_size: Annotated[int, Field(gt=1)]
+    """Minibatch of each gradient step (decisions; divides n_steps)."""
+    learning_rate: PositiveFloat
+    """Adam step size of the policy and value networks."""
+    n_epochs: PositiveInt
+    """Passes over each rollout (epochs)."""
+    gamma: Annotated[float, Field(gt=0, le=1)]
+    """Discount per decision (PPO discounts decisions, not simulated time)."""
+    ent_coef: NonNegativeFloat
+    """Weight of the entropy bonus in the loss."""
+
+    @model_validator(mode="after")
+    def _whole_minibatches(self) -> Sb3Config:
+        if self.n_steps % self.batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must divide n_steps ({self.n_steps}): "
+                "a rollout is split into whole minibatches"
+            )
+        return self
+
+
 RUN_FIELDS = ("encoder", "actor", "seed", "device")
 """SACConfig fields that the run sets (agent, seed, device), not the ``train`` section."""
 HYPERPARAMETERS = tuple(name for name in SACConfig.model_fields if name not in RUN_FIELDS)
@@ -584,7 +988,9 @@ def _per_preset_fields(model: type[BaseModel], names: tuple[str, ...]) -> dict[s
     fields: dict[str, Any] = {}
     for name in names:
         info = model.model_fields[name]
-        value_type = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        value_type = (
+            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        )
         doc = f"{info.description} One value, or one per preset."
         fields[name] = (value_type | dict[PresetName, value_type], Field(description=doc))
     return fields
@@ -605,7 +1011,8 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
 
     agents: list[AgentName] = Field(min_length=1)
     """Learned agents trained (``eat``: attention + diffusion; ``d2sac``: MLP +
-    diffusion; ``sac``: MLP + Gaussian)."""
+    diffusion; ``sac``: MLP + Gaussian; ``ppo``: stable-baselines3 PPO, ``maskable_ppo``:
+    sb3-contrib MaskablePPO on the discrete view, both with ``sb3``'s settings)."""
     presets: list[PresetName] = Field(min_length=1)
     """Presets every agent is trained on."""
     n_seeds: PositiveInt
@@ -627,10 +1034,15 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
     """torch.set_num_threads of every run (tiny networks are fastest on one thread)."""
     checkpoint_every: PositiveInt
     """Decisions between resumable checkpoints (written at episode ends)."""
-    teacher: dict[PresetName, HeuristicName | None]
-    """Heuristic whose decisions are the demonstrations (init bc, bc_weight > 0)."""
+    teacher: dict[PresetName, HeuristicName | TeacherPlanner | None]
+    """Whose decisions are the demonstrations and labels (init bc, DAgger, bc_weight >
+    0): a heuristic, or ``rollout``, the online planner with the settings of
+    ``planners.rollout`` (``clairvoyant`` is not a teacher: it sees the episode's
+    future, which the learner cannot)."""
     ablation: AblationSpec | None
     """Ablation variants of ``eat`` trained beside the agents (null: none)."""
+    sb3: Sb3Config
+    """The third-party learners ``ppo`` and ``maskable_ppo`` (when ``agents`` has them)."""
 
     def resolve(self, name: str, preset: str) -> Any:
         """The value of hyperparameter ``name`` for ``preset``."""
@@ -654,8 +1066,9 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             )
             if learns_from_teacher and self.teacher[preset] is None:
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
+
         if self.ablation is not None:
-            clash = sorted(set(self.ablation.variants) & {"eat", "d2sac", "sac"})
+            clash = sorted(set(self.ablation.variants) & set(get_args(AgentName)))
             if clash:
                 raise ValueError(f"ablation variant names {clash} clash with agent names")
         # every run's resolved hyperparameters must form a valid SACConfig
@@ -686,9 +1099,11 @@ class TestbedWorkload(_Strict):
     process: Literal["poisson", "mmpp", "diurnal", "trace"]
     """As env.edge.workload.process (burst, diurnal and deadline settings come from there)."""
     trace_path: str | None
+    """trace: the CSV to replay (as env.edge.workload.trace_path); null otherwise."""
     rate: PositiveFloat
     """Arrival rate (tasks/s)."""
     total_tasks: PositiveInt
+    """Tasks in the workload (tasks; all arrive after t = 0)."""
     seed: Seed
     """Workload seed (the same tasks for every scheduler, testbed and simulator)."""
     prompts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
@@ -705,21 +1120,28 @@ class TestbedProfile(_Strict):
     """Profiling of the testbed's own hardware (the simulator's latency source)."""
 
     warmup: Annotated[int, Field(ge=0)]
+    """Untimed calls before each measurement (calls)."""
     repeats: PositiveInt
+    """Timed calls per measurement (calls; the median is used)."""
     cold_start_trials: PositiveInt
+    """``from_pretrained`` loads timed per component (loads)."""
 
 
 class TestbedLoadTest(_Strict):
     """A bounded burst of HTTP requests on loopback after the comparison (0: none)."""
 
     requests: Annotated[int, Field(ge=0, le=1000)]
+    """Requests of the burst (requests; 0: no load test)."""
     concurrency: PositiveInt
+    """Requests in flight at most (requests)."""
     timeout_s: PositiveFloat
     """Budget of the whole burst (s): the test stops by itself."""
     scheduler: SchedulerName
+    """Scheduler of the served testbed (a heuristic: the load test loads no trained agent)."""
     model: ProfileModel
     """Requested model, at its smallest resolution of the active sizing."""
     deadline_s: PositiveFloat
+    """Deadline of every request, after its arrival (s)."""
 
 
 class TestbedService(_Strict):
@@ -782,41 +1204,58 @@ class TestbedSection(_Strict):
     threads: PositiveInt
     """torch threads per worker (and for the profile of the same hardware)."""
     object_store_mb: PositiveInt
+    """Object store of the embedded Ray (MB, 2^20 bytes); unused with ``address``."""
     noise_scheduler: Literal["ddim", "euler"]
+    """Diffusers noise scheduler of the reverse loop (deterministic: eta 0)."""
     guidance_scale: NonNegativeFloat
     """Classifier-free guidance (> 1: on, a batch of 2 per UNet call)."""
     margin_rows: Annotated[int, Field(ge=0)]
     """Overlap margin of a row patch (latent rows, rounded up to the UNet's factor)."""
     gang_sizes: list[PositiveInt] = Field(min_length=1)
-    """Patch counts the schedulers may choose (allowed_gang_sizes)."""
+    """Patch counts the schedulers may choose (servers; the testbed preset's
+    allowed_gang_sizes)."""
     min_steps: PositiveInt
+    """Fewest denoising steps a dispatch may use (steps)."""
     max_steps: PositiveInt
+    """Most denoising steps a dispatch may use (steps, >= min_steps)."""
     schedulers: list[SchedulerName] = Field(min_length=1)
     """Heuristics, and trained agents (models of the train stage, preset learned_preset,
     first training seed)."""
     learned_preset: PresetName
+    """Preset whose trained agents drive the testbed
+    (``models/<learned_preset>/<agent>/seed<seeds.train[0]>``)."""
     max_restarts: Annotated[int, Field(ge=0)]
     """Ray restarts of a killed worker (an empty cache after each)."""
     max_attempts: PositiveInt
     """Attempts of a task whose gang failed before it is reported failed."""
     restart_timeout_s: PositiveFloat
+    """How long the controller waits for a dead worker to answer again after Ray
+    restarts it (s); past it the server stays out of service."""
     expected_restart_s: PositiveFloat
-    """Predicted down time of a dead worker, for the schedulers."""
+    """Predicted down time of a dead worker, for the schedulers (s)."""
     hang_factor: Annotated[float, Field(ge=1.0)]
     """A gang with no result after max(hang_min_s, hang_factor x its predicted duration)
     is hung: its unresponsive members (or, if all answer, the whole gang) are killed and
     restarted by Ray, and the task is re-run."""
     hang_min_s: PositiveFloat
+    """The shortest time without a result before a gang counts as hung (s)."""
     ping_timeout_s: PositiveFloat
-    """How long a member of a late gang has to answer a ping before it counts as hung."""
+    """How long a member of a late gang has to answer a ping before it counts as hung
+    (s)."""
     workload: TestbedWorkload
+    """The workload replayed on the testbed and simulated."""
     profile: TestbedProfile
+    """Profiling of the workers' hardware before the runs."""
     load_test: TestbedLoadTest
+    """The HTTP load test after the runs."""
     service: TestbedService
+    """The HTTP job API of ``eat testbed-serve``."""
     grid_images: Annotated[int, Field(ge=0)]
-    """Images shown in the report's grid."""
+    """Images shown in the report's grid (images)."""
     tiny: TestbedSizing
+    """What a CPU testbed serves (the miniature architectures)."""
     real: TestbedSizing
+    """What a GPU testbed serves (the released architectures)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TestbedSection:
@@ -843,14 +1282,28 @@ class TestbedSection(_Strict):
 
 
 class Params(_Strict):
+    """The whole ``params.yaml``: one section per stage, plus the presets, the seeds and
+    the heuristics' settings that several stages read."""
+
     profile: ProfileSection
+    """The ``profile`` stage."""
     env: EnvSection
+    """The simulated presets (``build_env``, ``train``, ``evaluate``; ``testbed`` reads
+    ``env.edge``)."""
     seeds: SeedsSection
+    """Disjoint training, validation and test seeds."""
     schedulers: SchedulerSettings
+    """The heuristics' fixed choices."""
+    planners: PlannersSection
+    """The search-based schedulers (``evaluate``)."""
     build_env: BuildEnvSection
+    """The ``build_env`` stage."""
     train: TrainSection
+    """The ``train`` stage."""
     evaluate: EvaluateSection
+    """The ``evaluate`` stage."""
     testbed: TestbedSection
+    """The ``testbed`` stage."""
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
@@ -883,6 +1336,16 @@ class Params(_Strict):
                 f"train.validation_seeds ({self.train.validation_seeds}) exceeds the "
                 f"{len(self.seeds.validation)} seeds in seeds.validation"
             )
+        if self.evaluate.slo.n_seeds > len(self.seeds.test):
+            raise ValueError(
+                f"evaluate.slo.n_seeds ({self.evaluate.slo.n_seeds}) exceeds the "
+                f"{len(self.seeds.test)} seeds in seeds.test"
+            )
+        if self.evaluate.slo.n_train_seeds > self.train.n_seeds:
+            raise ValueError(
+                f"evaluate.slo.n_train_seeds ({self.evaluate.slo.n_train_seeds}) exceeds "
+                f"train.n_seeds ({self.train.n_seeds})"
+            )
         if self.evaluate.n_seeds > len(self.seeds.test):
             raise ValueError(
                 f"evaluate.n_seeds ({self.evaluate.n_seeds}) exceeds the "
@@ -900,7 +1363,65 @@ class Params(_Strict):
                 f"testbed.learned_preset {self.testbed.learned_preset!r} is not in "
                 f"train.presets ({self.train.presets})"
             )
+        self._cross_generalisation()
         return self
+
+    def _cross_generalisation(self) -> None:
+        spec = self.evaluate.generalisation
+        if spec is None:
+            return
+        where = "evaluate.generalisation"
+        unknown = [preset for preset in spec.presets if preset not in self.env.presets]
+        if unknown:
+            raise ValueError(f"{where}.presets has {unknown}, which env.presets lacks")
+        agents = [name for name in spec.schedulers if name in get_args(AgentName)]
+        untrained = [name for name in agents if name not in self.train.agents]
+        if untrained:
+            raise ValueError(
+                f"{where}.schedulers has {untrained}, which train.agents does not train "
+                f"({self.train.agents})"
+            )
+        if agents:
+            missing = [preset for preset in spec.presets if preset not in self.train.presets]
+            if missing:
+                raise ValueError(f"{where} tests agents on {missing}, which train.presets lacks")
+        if spec.n_seeds > len(self.seeds.test):
+            raise ValueError(
+                f"{where}.n_seeds ({spec.n_seeds}) exceeds the {len(self.seeds.test)} seeds in "
+                "seeds.test"
+            )
+        if spec.n_train_seeds > self.train.n_seeds:
+            raise ValueError(
+                f"{where}.n_train_seeds ({spec.n_train_seeds}) exceeds train.n_seeds "
+                f"({self.train.n_seeds})"
+            )
+        for name in spec.presets:
+            preset = self.env.preset(name)
+            largest = max(preset.workload.gang_sizes, default=1)
+            small = [size for size in spec.cluster_sizes if size < largest]
+            if small:
+                raise ValueError(
+                    f"{where}.cluster_sizes {small} are smaller than preset {name!r}'s largest "
+                    f"task gang size ({largest})"
+                )
+            mix = spec.gpu_mix.get(name)
+            if mix is None:
+                continue
+            trained_on = {group.gpu for group in preset.servers}
+            seen = sorted({group.gpu for group in mix.servers} & trained_on)
+            if seen:
+                raise ValueError(
+                    f"{where}.gpu_mix.{name} uses {seen}, which the training cluster of "
+                    f"{name!r} has; the mix must be unseen"
+                )
+            undefined = sorted(
+                {group.gpu for group in mix.servers} - set(mix.gpu_types) - set(preset.gpu_types)
+            )
+            if undefined:
+                raise ValueError(
+                    f"{where}.gpu_mix.{name}.servers use {undefined}, which neither its "
+                    "gpu_types nor the preset's define"
+                )
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -1000,7 +1521,9 @@ def repo_params_path() -> Path:
     return Path(__file__).resolve().parent.parent / "params.yaml"
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: dict[str, Any], where: str = ""
+) -> dict[str, Any]:
     """``raw`` with ``overrides`` merged in, mapping by mapping (a new dict). Every key of
     ``overrides`` must exist in ``raw``: an override file cannot add keys by mistake."""
     merged = dict(raw)

@@ -11,7 +11,7 @@ import typing
 import numpy as np
 import pytest
 
-from eat.params import AgentName, HeuristicName, SchedulerName
+from eat.params import AgentName, HeuristicName, PlannerName, SchedulerName
 from eat.schedulers import SCHEDULERS, make_scheduler
 from eat.schedulers.heuristics import (
     EarliestFinishTimeScheduler,
@@ -93,8 +93,10 @@ def free_subsets(sim: Simulator, task: Task):
 
 def test_registry_covers_every_scheduler_name(settings):
     assert set(SCHEDULERS) == set(typing.get_args(HeuristicName))
-    # Every scheduler name is a heuristic or a learned agent (eat.schedulers.rl).
-    assert set(typing.get_args(SchedulerName)) == set(SCHEDULERS) | set(typing.get_args(AgentName))
+    # Every scheduler name is a heuristic, a planner or a learned agent (eat.schedulers.rl).
+    assert set(typing.get_args(SchedulerName)) == (
+        set(SCHEDULERS) | set(typing.get_args(PlannerName)) | set(typing.get_args(AgentName))
+    )
     for name, cls in SCHEDULERS.items():
         scheduler = make_scheduler(name, settings)
         assert isinstance(scheduler, cls) and scheduler.name == name

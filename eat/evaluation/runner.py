@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from eat.evaluation.metrics import episode_metrics
 from eat.params import PresetConfig
 from eat.schedulers.base import Scheduler
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
+from eat.sim.workload import Task
 
 
 @dataclass
@@ -53,26 +52,44 @@ def run_episode(
     training device, not part of the evaluation)."""
     sim = sim or Simulator(preset)
     workload_rng, noise_rng = episode_rngs(seed)
-    sim.reset(make_tasks(sim, rate, workload_rng), noise_rng)
-    scheduler.reset(sim, scheduler_rng(scheduler.name, seed))
+    tasks = make_tasks(sim, rate, workload_rng)
+    decision_seconds = simulate(
+        sim, scheduler, tasks, noise_rng, scheduler_rng(scheduler.name, seed), arrival_rate=rate
+    )
+    return EpisodeResult(
+        sim.records_frame(), sim.segments_frame(), sim.n_servers, sim.horizon, decision_seconds
+    )
+
+
+def simulate(
+    sim: Simulator,
+    scheduler: Scheduler,
+    tasks: list[Task],
+    noise_rng: np.random.Generator | None,
+    scheduler_rng: np.random.Generator,
+    *,
+    arrival_rate: float | None = None,
+) -> list[float]:
+    """The episode loop: ``tasks`` on ``sim`` decided by ``scheduler`` until every task
+    has completed; returns the wall-clock seconds of each decision (the records stay in
+    ``sim``). :func:`run_episode` draws the tasks and builds the frames around it."""
+    sim.reset(tasks, noise_rng, arrival_rate=arrival_rate)
+    scheduler.reset(sim, scheduler_rng)
     decision_seconds: list[float] = []
+    clock = time.perf_counter
     ongoing = sim.advance()
     while ongoing:
-        started = time.perf_counter()
+        started = clock()
         decision = scheduler.decide(sim)
-        decision_seconds.append(time.perf_counter() - started)
+        decision_seconds.append(clock() - started)
         if decision is None:
             ongoing = sim.wait()
         else:
             sim.dispatch(decision)
             ongoing = sim.advance()
     if len(sim.records) != len(sim.tasks):
-        raise RuntimeError(
-            f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran (seed {seed})"
-        )
-    return EpisodeResult(
-        sim.records_frame(), sim.segments_frame(), sim.n_servers, sim.horizon, decision_seconds
-    )
+        raise RuntimeError(f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran")
+    return decision_seconds
 
 
 def warm_floor_latency(preset: PresetConfig, rate: float, seed: int, steps: int) -> float:
@@ -97,39 +114,3 @@ def warm_floor_latency(preset: PresetConfig, rate: float, seed: int, steps: int)
             best = min(best, timing.duration(steps))
         latencies.append(best)
     return float(np.mean(latencies))
-
-
-def sweep(
-    preset_name: str,
-    preset: PresetConfig,
-    schedulers: Sequence[str],
-    make_scheduler: Callable[[str], Scheduler],
-    rates: Iterable[float],
-    seeds: Sequence[int],
-    *,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, float, int], EpisodeResult]]:
-    """Every scheduler x rate x seed on identical workloads.
-
-    Returns one row of metrics per episode, the concatenated task records (with
-    preset, scheduler, rate and seed columns), and the raw results by
-    (scheduler, rate, seed) for figures such as the Gantt chart."""
-    rates = list(rates)
-    sim = Simulator(preset)
-    rows, task_frames, results = [], [], {}
-    runs = [(name, rate, seed) for name in schedulers for rate in rates for seed in seeds]
-    for name, rate, seed in tqdm(runs, desc=f"evaluate {preset_name}", disable=not progress):
-        result = run_episode(preset, make_scheduler(name), rate, seed, sim=sim)
-        rows.append(
-            {
-                "preset": preset_name,
-                "scheduler": name,
-                "rate": rate,
-                "seed": seed,
-                **result.metrics(),
-            }
-        )
-        frame = result.tasks.assign(preset=preset_name, scheduler=name, rate=rate, seed=seed)
-        task_frames.append(frame)
-        results[(name, rate, seed)] = result
-    return pd.DataFrame(rows), pd.concat(task_frames, ignore_index=True), results

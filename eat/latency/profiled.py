@@ -113,6 +113,7 @@ class ProfileLatency:
                     )
         self._step_cache: dict[tuple[str, int, int, str], float] = {}
         self._exchange_cache: dict[tuple[str, int, int], float] = {}
+        self._timing_cache: dict[tuple, GangTiming] = {}
         self._ratings: dict[str, GpuRating] = {}
 
     # -- the LatencyModel interface -------------------------------------------------------
@@ -188,6 +189,16 @@ class ProfileLatency:
         return seconds
 
     def gang_timing(
+        self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
+    ) -> GangTiming:
+        """Memoised: a simulator asks for the same few gangs at every dispatch."""
+        key = (model, resolution, tuple(gpus), tuple(warm))
+        timing = self._timing_cache.get(key)
+        if timing is None:
+            timing = self._timing_cache[key] = self._gang_timing(model, resolution, gpus, warm)
+        return timing
+
+    def _gang_timing(
         self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
     ) -> GangTiming:
         patches = len(gpus)

@@ -1,8 +1,9 @@
 """Event-driven simulator of edge-collaborative AIGC serving, and its Gymnasium env."""
 
+from eat import ENV_ID
 from eat.latency import GangTiming, PaperLatency, ProfileLatency
 from eat.sim.encoding import Encoder
-from eat.sim.env import ENV_ID, EdgeClusterEnv, register
+from eat.sim.env import EdgeClusterEnv
 from eat.sim.quality import QualityCurve
 from eat.sim.simulator import (
     RECORD_COLUMNS,
@@ -15,8 +16,6 @@ from eat.sim.simulator import (
     make_tasks,
 )
 from eat.sim.workload import Task, generate_tasks
-
-register()
 
 __all__ = [
     "ENV_ID",
@@ -36,5 +35,4 @@ __all__ = [
     "episode_rngs",
     "generate_tasks",
     "make_tasks",
-    "register",
 ]

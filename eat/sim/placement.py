@@ -19,7 +19,6 @@ Gangs are tuples of server ids in ascending order.
 
 from __future__ import annotations
 
-import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +91,11 @@ class Placement(ABC):
     def reset(self) -> None:
         """Forget the residency of the previous episode."""
 
+    @abstractmethod
+    def copy_state(self, other: Placement) -> None:
+        """Take ``other``'s state (a fork of its simulator; the servers are copied by the
+        simulator)."""
+
     def capable(self, task: Task, *, free_only: bool) -> list[int]:
         """Servers whose memory can hold the task's model, optionally only the free ones."""
         memory = self.sim.preset.models[task.model].memory_gb
@@ -162,7 +166,12 @@ class ReferenceGroups(Placement):
 
     def reset(self) -> None:
         self.groups: dict[int, frozenset[int]] = {}
-        self.group_ids = itertools.count()
+        self.next_group_id = 0
+
+    def copy_state(self, other: Placement) -> None:
+        assert isinstance(other, ReferenceGroups)
+        self.groups = dict(other.groups)  # frozensets: shared
+        self.next_group_id = other.next_group_id
 
     def _size(self, task: Task) -> int:
         return task.gang_size or 1
@@ -222,7 +231,8 @@ class ReferenceGroups(Placement):
         for group_id in touched:
             for member in self.groups.pop(group_id):
                 servers[member].group = None
-        group_id = next(self.group_ids)
+        group_id = self.next_group_id
+        self.next_group_id += 1
         self.groups[group_id] = frozenset(gang)
         for server_id in gang:
             servers[server_id].group = group_id
@@ -309,6 +319,9 @@ class ChosenGangs(Placement):
 
     def reset(self) -> None:
         """Nothing to forget: residency lives on the servers, which the simulator rebuilds."""
+
+    def copy_state(self, other: Placement) -> None:
+        """Nothing to copy: residency lives on the servers, which the simulator copies."""
 
     def gang_sizes(self, task: Task) -> list[int]:
         """The allowed sizes the capable servers (busy or free) can host; the smallest

@@ -36,6 +36,11 @@ class QualityCurve:
             "['eat_reference', 'saturating']"
         )
 
+    @property
+    def table(self) -> list[float]:
+        """``table[s]`` is the quality of ``s`` steps, up to the preset's max_steps."""
+        return self._table
+
     def __call__(self, steps: int) -> float:
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")

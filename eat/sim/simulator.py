@@ -19,10 +19,12 @@ Reward of a dispatch (0 for waiting): :func:`eat.sim.reward.dispatch_reward`.
 
 from __future__ import annotations
 
+import copy
 import heapq
-import itertools
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -42,10 +44,13 @@ from eat.sim.workload import Task
 PRIORITY_COMPLETION = 0
 PRIORITY_LOAD_DONE = 1
 PRIORITY_ARRIVAL = 2
+PRIORITY_WAKEUP = 3
 
 EVENT_COMPLETION = "completion"
 EVENT_LOAD_DONE = "load_done"
 EVENT_ARRIVAL = "arrival"
+EVENT_WAKEUP = "wakeup"
+"""Changes no state: a decision epoch at a chosen time (a scheduler that plans a start)."""
 
 #: ``Server.task_id`` of a server that is out of service (live driving, set_server_down).
 SERVER_DOWN = -1
@@ -119,15 +124,25 @@ class Simulator:
         self._clear([], None)
 
     # ------------------------------------------------------------------ set-up
-    def reset(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
+    def reset(
+        self,
+        tasks: list[Task],
+        rng: np.random.Generator | None,
+        *,
+        arrival_rate: float | None = None,
+    ) -> None:
         """Start a new episode with ``tasks`` (arrivals in the future are events);
         ``rng`` draws the latency noise (None: the preset has none, ``latency_noise_cv``
-        0, as for a live shadow that predicts expected timings)."""
+        0, as for a live shadow that predicts expected timings). ``arrival_rate`` is the
+        rate of the workload process the tasks were drawn from, for schedulers that model
+        the workload (None: unknown, as on a live system)."""
         self._clear(tasks, rng)
+        self.arrival_rate = arrival_rate
 
     def _clear(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
         self.now: SimTime = 0.0
         self.rng = rng
+        self.arrival_rate: float | None = None
         self.servers = [
             Server(i, gpu, speed, memory)
             for i, (gpu, speed, memory) in enumerate(self.server_specs)
@@ -140,7 +155,7 @@ class Simulator:
             repeated = sorted(task_id for task_id, count in counts.items() if count > 1)
             raise SimulationError(f"task ids must be unique; repeated: {repeated}")
         self._events: list[tuple[SimTime, int, int, str, object]] = []
-        self._sequence = itertools.count()
+        self._next_sequence = 0
         self._running: dict[int, Outcome] = {}
         self.placement.reset()
         self.records: list[tuple] = []
@@ -152,13 +167,94 @@ class Simulator:
                 raise SimulationError(
                     f"task {task.task_id} arrives at negative time {task.arrival}"
                 )
+            self._check_task(task)
             self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
         self._process_instant()
+
+    def _check_task(self, task: Task) -> None:
+        """A task this preset can run: a model it serves, its own steps (if any) in range."""
+        if task.model not in self.preset.models:
+            raise SimulationError(
+                f"task {task.task_id}: model {task.model!r} is not in the preset; choose "
+                f"one of {sorted(self.preset.models)}"
+            )
+        preset = self.preset
+        if task.steps is not None and not preset.min_steps <= task.steps <= preset.max_steps:
+            raise SimulationError(
+                f"task {task.task_id} asks for {task.steps} steps, outside the preset's "
+                f"[{preset.min_steps}, {preset.max_steps}]"
+            )
 
     def _schedule(self, time: SimTime, priority: int, kind: str, payload: object) -> None:
         if time < self.now:
             raise SimulationError(f"event {kind} scheduled in the past: {time} < now {self.now}")
-        heapq.heappush(self._events, (time, priority, next(self._sequence), kind, payload))
+        heapq.heappush(self._events, (time, priority, self._next_sequence, kind, payload))
+        self._next_sequence += 1
+
+    def schedule_wakeup(self, time: SimTime) -> None:
+        """An event at ``time`` that changes nothing, so that a scheduler which plans to
+        start a task then gets a decision epoch (if a dispatch is possible then)."""
+        self._schedule(time, PRIORITY_WAKEUP, EVENT_WAKEUP, None)
+
+    # ------------------------------------------------------------------ copies
+    def fork(self, *, records: bool = True) -> Simulator:
+        """An independent copy of the whole state: queue, servers and residency, clock,
+        pending events, the placement rule's state and the noise generator. Whatever
+        happens in the fork never touches this simulator; driven with the same
+        decisions, it produces the same records. ``records=False`` starts the fork's
+        records and segments empty (planners only need the rewards)."""
+        fork = object.__new__(Simulator)
+        # what never changes during an episode is shared
+        fork.preset, fork.quality, fork.latency = self.preset, self.quality, self.latency
+        fork.allowed_gang_sizes, fork.server_specs = self.allowed_gang_sizes, self.server_specs
+        fork.n_servers, fork._noise_cv = self.n_servers, self._noise_cv
+        fork.now, fork.n_free, fork.arrival_rate = self.now, self.n_free, self.arrival_rate
+        fork.rng = None if self.rng is None else copy.deepcopy(self.rng)
+        fork.servers = [
+            Server(
+                s.server_id,
+                s.gpu,
+                s.speed,
+                s.memory_gb,
+                OrderedDict(s.resident),
+                s.busy_until,
+                s.task_id,
+                s.group,
+            )
+            for s in self.servers
+        ]
+        fork.queue = list(self.queue)  # tasks and outcomes are never mutated: shared
+        fork.tasks = dict(self.tasks)
+        fork._events = list(self._events)
+        fork._next_sequence = self._next_sequence
+        fork._running = dict(self._running)
+        fork.records = list(self.records) if records else []
+        fork.segments = list(self.segments) if records else []
+        fork.n_completed, fork.n_arrived = self.n_completed, self.n_arrived
+        fork.placement = type(self.placement)(fork)
+        fork.placement.copy_state(self.placement)
+        return fork
+
+    def future_arrivals(self) -> list[Task]:
+        """The tasks that have not arrived yet, in arrival order (what an online scheduler
+        does not know)."""
+        pending = [payload for _, _, _, kind, payload in self._events if kind == EVENT_ARRIVAL]
+        return sorted(pending, key=lambda task: (task.arrival, task.task_id))
+
+    def replace_future_arrivals(self, tasks: list[Task]) -> None:
+        """Forget the tasks that have not arrived and expect ``tasks`` instead (a planner
+        samples them from the workload process); their arrivals must not be in the past
+        and their ids must be new."""
+        pending = {task.task_id for task in self.future_arrivals()}
+        self._events = [event for event in self._events if event[3] != EVENT_ARRIVAL]
+        heapq.heapify(self._events)
+        for task_id in pending:
+            del self.tasks[task_id]
+        for task in tasks:
+            if task.task_id in self.tasks:
+                raise SimulationError(f"task id {task.task_id} already exists")
+            self.tasks[task.task_id] = task
+            self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
 
     # ------------------------------------------------------------------ events
     def _process_instant(self) -> None:
@@ -167,10 +263,10 @@ class Simulator:
         while events and events[0][0] <= self.now:
             _, _, _, kind, payload = heapq.heappop(events)
             if kind == EVENT_ARRIVAL:
-                self.queue.append(payload)  # type: ignore[arg-type]
+                self.queue.append(cast(Task, payload))
                 self.n_arrived += 1
             elif kind == EVENT_COMPLETION:
-                self._complete(payload)  # type: ignore[arg-type]
+                self._complete(cast(int, payload))
             # EVENT_LOAD_DONE needs no state change: residency is booked at dispatch
             # so that no other task can evict a model while it loads.
 
@@ -243,7 +339,23 @@ class Simulator:
     def has_decision(self) -> bool:
         if not self.queue or self.n_free == 0:
             return False
-        return any(self.can_dispatch(task) for task in self.window())
+        placement, seen = self.placement, set()
+        for task in self.queue[: self.preset.queue_window]:
+            need = (task.model, task.gang_size)  # tasks with equal needs start or not alike
+            if need in seen:
+                continue
+            if placement.feasible_gang_sizes(task):
+                return True
+            seen.add(need)
+        return False
+
+    def steps_range(self, task: Task) -> range:
+        """The steps a dispatch of ``task`` may use: its own when it has them (a trace's
+        request; as the ``paper`` preset's tasks have their own gang size), else
+        ``[min_steps, max_steps]``."""
+        if task.steps is not None:
+            return range(task.steps, task.steps + 1)
+        return range(self.preset.min_steps, self.preset.max_steps + 1)
 
     def dispatchable(self) -> list[Task]:
         return [task for task in self.window() if self.can_dispatch(task)]
@@ -275,6 +387,11 @@ class Simulator:
         if not self.preset.min_steps <= dispatch.steps <= self.preset.max_steps:
             raise SimulationError(
                 f"steps {dispatch.steps} outside [{self.preset.min_steps}, {self.preset.max_steps}]"
+            )
+        if task.steps is not None and dispatch.steps != task.steps:
+            raise SimulationError(
+                f"task {task.task_id} asks for {task.steps} steps (its own); the dispatch "
+                f"has {dispatch.steps}"
             )
         if dispatch.servers is None:
             sizes = self.placement.gang_sizes(task)
@@ -435,11 +552,7 @@ class Simulator:
             raise SimulationError(
                 f"task {task.task_id} arrives at {task.arrival}, after now {self.now}"
             )
-        if task.model not in self.preset.models:
-            raise SimulationError(
-                f"task {task.task_id}: model {task.model!r} is not in the preset; choose one "
-                f"of {sorted(self.preset.models)}"
-            )
+        self._check_task(task)
         self.tasks[task.task_id] = task
         self.queue.append(task)
         self.n_arrived += 1
@@ -522,19 +635,60 @@ class Simulator:
         """Time of the last completion so far."""
         return max((record[9] for record in self.records), default=0.0)
 
-    def nominal_latency(self, model: str, resolution: int) -> float:
-        """Deadline reference: warm latency on one ``reference_gpu`` server."""
-        deadline = self.preset.workload.deadline
-        return self.latency.nominal_latency_s(
-            model, resolution, deadline.reference_gpu, deadline.reference_steps
+    def standalone_latency(
+        self, model: str, resolution: int, gang_size: int | None, steps: int | None = None
+    ) -> float:
+        """The SLO reference of a task: warm, on an empty cluster, on the fastest gang it
+        could get (of its fixed size, or any size the cluster can host), at ``steps`` (a
+        task's own) or else the preset's ``reference_steps``."""
+        if steps is None:
+            steps = self.preset.workload.deadline.reference_steps
+        probe = Task(-1, 0.0, model, resolution, math.inf, gang_size)
+        capable = sorted(
+            (self.server_specs[i] for i in self.placement.capable(probe, free_only=False)),
+            key=lambda spec: -spec[1],
         )
+        best = math.inf
+        for size in self.placement.gang_sizes(probe):
+            if size <= len(capable):
+                gpus = [gpu for gpu, _, _ in capable[:size]]
+                timing = self.latency.gang_timing(model, resolution, gpus, [True] * size)
+                best = min(best, timing.duration(steps))
+        if best == math.inf:
+            raise SimulationError(f"no server of the cluster can hold {model!r}")
+        return best
+
+    def latency_scale(self) -> SimTime:
+        """The preset's own time scale: the mean standalone latency
+        (:meth:`standalone_latency`) of its workload's tasks, each model by its share,
+        its resolutions and (fixed) gang sizes uniformly. Observations measure time in it."""
+        workload = self.preset.workload
+        total = sum(mix.share for mix in workload.models.values())
+        gangs = workload.gang_sizes or [None]
+        mean = 0.0
+        for model, mix in workload.models.items():
+            for resolution in mix.resolutions:
+                for gang in gangs:
+                    weight = mix.share / total / len(mix.resolutions) / len(gangs)
+                    mean += weight * self.standalone_latency(model, resolution, gang)
+        return mean
+
+    def nominal_latency(self, model: str, resolution: int, steps: int | None = None) -> float:
+        """Deadline reference: warm latency on one ``reference_gpu`` server at ``steps`` (a
+        task's own) or else the preset's ``reference_steps``."""
+        deadline = self.preset.workload.deadline
+        if steps is None:
+            steps = deadline.reference_steps
+        return self.latency.nominal_latency_s(model, resolution, deadline.reference_gpu, steps)
 
 
 def make_tasks(sim: Simulator, rate: float, rng: np.random.Generator) -> list[Task]:
     """Draw an episode's workload for ``sim``'s preset."""
     from eat.sim.workload import generate_tasks
 
-    return generate_tasks(sim.preset.workload, rate, rng, sim.nominal_latency)
+    return generate_tasks(
+        sim.preset.workload, rate, rng, sim.nominal_latency, sim.standalone_latency
+    )
 
 
 def episode_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:

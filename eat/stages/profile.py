@@ -97,24 +97,25 @@ def decide_source(
     profile_sha256: str,
     mode: StepMode,
 ) -> dict[str, Any]:
-    """What the ``edge`` preset should use after this run (see the module docstring)."""
+    """What the ``edge`` preset should use after this run (see the module docstring).
+
+    A ``reference`` decision names no machine (the summary metrics do): the stages that
+    build the edge preset depend on this file, and the same decision on another machine
+    must not make them stale."""
     if run.device != "cuda":
         return {
             "source": "reference",
             "reason": "no CUDA device: the tiny smoke profile only exercised the profiler",
-            "device": device_name,
         }
     if run.model_size != "real":
         return {
             "source": "reference",
             "reason": "profiled tiny configurations, not the real architectures",
-            "device": device_name,
         }
     if mode not in run.step_modes:
         return {
             "source": "reference",
             "reason": f"the run has no {mode} steps, which the edge preset fits",
-            "device": device_name,
         }
     gpu = catalogue.match(device_name)
     if gpu is None:
@@ -124,7 +125,6 @@ def decide_source(
                 f"{device_name!r} is not in the GPU catalogue; add a row with its "
                 "datasheet numbers (eat/data/gpu_catalogue.csv) to use its profile"
             ),
-            "device": device_name,
         }
     return {
         "source": "measured",
@@ -179,9 +179,7 @@ class ProfileOutcome:
     anchor: str
 
 
-def profile(
-    params: Params, profile_csv: Path, *, has_cuda: bool | None = None
-) -> ProfileOutcome:
+def profile(params: Params, profile_csv: Path, *, has_cuda: bool | None = None) -> ProfileOutcome:
     """Profile this machine, fit what it measured, and decide the ``edge`` preset's
     latency source (module docstring). The measurement is written to ``profile_csv``
     first, since the decision names that file and its hash. ``has_cuda`` overrides

@@ -1,7 +1,8 @@
 """Start Ray (embedded, loopback only) or join a cluster, and create the edge workers.
 
 **Local** (``address`` None): an embedded Ray on this machine that listens on
-127.0.0.1 only, no dashboard, with one logical ``eat_edge`` resource per worker.
+127.0.0.1 only (:mod:`eat.distributed`), no dashboard, with one logical ``eat_edge``
+resource per worker.
 
 **Cluster**: the head runs ``ray start --head``; each edge machine joins with
 ``ray start --address=<head>:6379 --resources='{"eat_edge": 1}' --num-gpus=1`` (one
@@ -14,14 +15,13 @@ seeded weights) or must exist there at the same path (real weights).
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from eat import distributed
 from eat.testbed import require
 from eat.testbed.worker import WorkerConfig, edge_worker_class
 
@@ -29,39 +29,6 @@ log = logging.getLogger(__name__)
 
 EDGE_RESOURCE = "eat_edge"
 NAMESPACE = "eat-testbed"
-LOOPBACK = "127.0.0.1"
-LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def _loopback_only() -> None:
-    """Make an embedded Ray listen on 127.0.0.1 only.
-
-    With ``_node_ip_address="127.0.0.1"`` alone, Ray 2.60 on Linux still derives the node
-    address from the outgoing interface and binds its gRPC servers (GCS, raylet, workers)
-    on every interface. Ray's single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
-    read when ray is imported; inherited by every Ray process) makes the node address
-    the loopback one, and Ray then binds every server to it (checked after start-up)."""
-    os.environ[LOCAL_ONLY_ENV] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
-        # ray was imported before us: the flag it read at import is a module constant
-        # that get_node_ip_address() looks up at call time.
-        constants.ENABLE_RAY_CLUSTER = False
-
-
-def resolve_device(device: Literal["auto", "cpu", "cuda"]) -> Literal["cpu", "cuda"]:
-    """``auto``: CUDA when torch sees a GPU here (or the cluster offers GPUs), else CPU."""
-    if device in ("cpu", "cuda"):
-        return device
-    if device != "auto":
-        raise ValueError(f"device {device!r} is not supported; choose one of auto, cpu, cuda")
-    torch = require("torch")
-    if torch.cuda.is_available():
-        return "cuda"
-    ray = require("ray")
-    if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0:
-        return "cuda"
-    return "cpu"
 
 
 def start_ray(
@@ -73,42 +40,27 @@ def start_ray(
     log_to_driver: bool = False,
     temp_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Connect to Ray (see the module docstring); a running connection is reused.
-    ``temp_dir``: the embedded Ray's temporary folder (None: Ray's default)."""
-    if not address and "ray" not in sys.modules:
-        _loopback_only()  # before ray is imported (see _loopback_only)
-    ray = require("ray")
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
-        else:
-            _loopback_only()
-            gpus = 0
-            if device == "cuda":
-                gpus = require("torch").cuda.device_count()
-                if gpus < workers:
-                    raise RuntimeError(
-                        f"{workers} CUDA workers need {workers} GPUs; this machine has {gpus}"
-                    )
-            ray.init(
-                num_cpus=workers + 1,
-                num_gpus=gpus,
-                resources={EDGE_RESOURCE: workers},
-                include_dashboard=False,
-                _node_ip_address=LOOPBACK,
-                object_store_memory=object_store_mb * 2**20,
-                namespace=NAMESPACE,
-                log_to_driver=log_to_driver,
-                **({"_temp_dir": str(temp_dir)} if temp_dir is not None else {}),
-            )
-    if not address:
-        nodes = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
-        if nodes != {LOOPBACK}:
+    """Connect to Ray (:func:`eat.distributed.start_ray`: loopback only, or the cluster
+    at ``address``) with one ``eat_edge`` slot per worker; a running connection is
+    reused. ``temp_dir``: the embedded Ray's temporary folder (None: Ray's default)."""
+    gpus = 0
+    if not address and device == "cuda":
+        gpus = require("torch").cuda.device_count()
+        if gpus < workers:
             raise RuntimeError(
-                f"the local Ray advertises {sorted(nodes)}, not only {LOOPBACK} (a Ray started "
-                "elsewhere in this process?); shut it down, or set "
-                f"{LOCAL_ONLY_ENV}=0 in the environment before starting Python"
+                f"{workers} CUDA workers need {workers} GPUs; this machine has {gpus}"
             )
+    distributed.start_ray(
+        address,
+        num_cpus=workers + 1,
+        num_gpus=gpus,
+        resources={EDGE_RESOURCE: workers},
+        object_store_mb=object_store_mb,
+        namespace=NAMESPACE,
+        log_to_driver=log_to_driver,
+        temp_dir=temp_dir,
+    )
+    ray = require("ray")
     resources = ray.cluster_resources()
     if resources.get(EDGE_RESOURCE, 0) < workers:
         raise RuntimeError(

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from eat.params import SACConfig
-from eat.schedulers.base import Scheduler
+from eat.schedulers.policy import PolicyScheduler
 from eat.schedulers.rl.actors import DiffusionActor, GaussianActor
 from eat.schedulers.rl.sac import build_actor
-from eat.sim.encoding import Encoder
-from eat.sim.simulator import Dispatch, Simulator
+from eat.sim.encoding import N_FEATURES
+from eat.sim.simulator import Simulator
+
+if TYPE_CHECKING:
+    from eat.schedulers.rl.sb3 import Sb3Scheduler
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -76,46 +79,90 @@ def load_actor(directory: Path, device: str = "cpu") -> tuple[GaussianActor | Di
     return actor, record
 
 
-class RLScheduler(Scheduler):
+class RLScheduler(PolicyScheduler):
     """A trained actor behind the :class:`Scheduler` interface.
 
     ``decide`` observes the simulator exactly as the Gymnasium environment does
-    (:class:`~eat.sim.encoding.Encoder`), runs the actor deterministically (the
-    diffusion chain's mean path, ``a = tanh(mu)``) and decodes the action, so every
-    evaluation runs it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
+    (:class:`~eat.sim.encoding.Encoder`, with the model slots the actor was built for and
+    the identity slot assignment), runs the actor deterministically (the diffusion
+    chain's mean path, ``a = tanh(mu)``) and decodes the action, so every evaluation runs
+    it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
     """
 
-    name: ClassVar[str] = "rl"
-
-    def __init__(self, actor: torch.nn.Module, name: str = "rl", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        actor: torch.nn.Module,
+        name: str = "rl",
+        device: str = "cpu",
+        *,
+        trained_on: str | None = None,
+    ) -> None:
         self.actor = actor.eval()
-        self.name = name  # type: ignore[misc]
         self.device = device
-        self._encoder: Encoder | None = None
+        self.trained_on = trained_on
+        """The preset the actor was trained on (for error messages)."""
+        config = self.actor.encoder.config
+        super().__init__(
+            self._deterministic_action, name, model_slots=config["in_features"] - N_FEATURES
+        )
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self._encoder = Encoder(sim)
+        problem = self.misfit(sim)
+        if problem is not None:
+            raise ValueError(problem)
+        super().reset(sim, rng)
 
-    def action(self, sim: Simulator) -> np.ndarray:
-        """The deterministic flat action at the current decision epoch."""
-        if self._encoder is None or self._encoder.sim is not sim:
-            self._encoder = Encoder(sim)
-        obs = torch.from_numpy(self._encoder.observe()).to(self.device).unsqueeze(0)
+    def misfit(self, sim: Simulator) -> str | None:
+        """Why the network cannot read ``sim``'s observation, or None when it can: any
+        encoder reads at most as many models as it has model slots; an MLP encoder also
+        needs the same number of tokens (queue window + servers + 1)."""
+        config = self.actor.encoder.config
+        fixed_tokens = "n_tokens" in config  # the MLP encoder reads a flat vector
+        n_models = len(sim.preset.models)
+        n_tokens = sim.preset.queue_window + sim.n_servers + 1
+        assert self.model_slots is not None  # set from the network in __init__
+        fits = n_models <= self.model_slots and (
+            not fixed_tokens or config["n_tokens"] == n_tokens
+        )
+        if fits:
+            return None
+        where = f" on preset {self.trained_on!r}" if self.trained_on else ""
+        trained = f"{self.model_slots} model slot(s)"
+        if fixed_tokens:
+            trained += f" and {config['n_tokens']} tokens (queue window + servers + 1)"
+        kind = "an MLP encoder (a fixed input size)" if fixed_tokens else "an attention encoder"
+        advice = (
+            "Use an attention agent (eat), which reads any cluster size, or train on this "
+            "cluster."
+            if fixed_tokens and config["n_tokens"] != n_tokens
+            else "Train with at least as many model slots (model_slots of the preset)."
+        )
+        return (
+            f"scheduler {self.name!r} has {kind} trained{where} for {trained}; this "
+            f"simulator has {n_models} model(s) and {n_tokens} tokens (window "
+            f"{sim.preset.queue_window} + {sim.n_servers} servers + 1). {advice}"
+        )
+
+    def _deterministic_action(self, observation: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        obs = torch.from_numpy(observation).to(self.device).unsqueeze(0)
         with torch.inference_mode():
             out = self.actor(obs, None, deterministic=True)
         return out.action[0].cpu().numpy()
 
-    def decide(self, sim: Simulator) -> Dispatch | None:
-        action = self.action(sim)
-        assert self._encoder is not None
-        return self._encoder.decode(action)
 
+def load_scheduler(
+    directory: Path, name: str | None = None, device: str = "cpu"
+) -> RLScheduler | Sb3Scheduler:
+    """A checkpoint as a scheduler (named after its agent unless ``name`` is given): an
+    ``eat`` actor, or a third-party learner's policy (:mod:`eat.schedulers.rl.sb3`)."""
+    config_path = Path(directory) / CONFIG_FILE
+    if config_path.is_file():
+        from eat.schedulers.rl.sb3 import is_sb3_checkpoint, load_sb3_scheduler
 
-def load_scheduler(directory: Path, name: str | None = None, device: str = "cpu") -> RLScheduler:
-    """A checkpoint as a scheduler (named after its agent unless ``name`` is given)."""
+        if is_sb3_checkpoint(json.loads(config_path.read_text())):
+            return load_sb3_scheduler(directory, name, device)
     actor, record = load_actor(directory, device)
-    return RLScheduler(actor, name or record["agent"], device)
+    return RLScheduler(actor, name or record["agent"], device, trained_on=record.get("preset"))
 
 
 __all__ = [
