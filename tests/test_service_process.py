@@ -73,12 +73,16 @@ def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_p
     restart; a SIGTERM then stops the second instance with its whole cluster."""
     import httpx
 
-    from eat.testbed.lifecycle import processes_using, ray_temp_dir
+    from eat.testbed.lifecycle import processes_using, ray_temp_dir, session_processes
 
     store = work / "jobs.sqlite3"
     first = start_service(tiny_params, work)
     try:
         assert "access: open, no API keys configured" in first.output()
+        # the second count, independent of the service's own bookkeeping: the service
+        # leads its session and Ray's processes never leave it (lifecycle docstring)
+        members = session_processes(first.pid)
+        assert first.pid in members and len(members) > 3, members  # GCS, raylet, workers...
         with httpx.Client(base_url=first.url, timeout=60) as client:
             early = [
                 client.post("/v1/jobs", json={**GOOD, "seed": i}).json()["id"] for i in range(2)
@@ -108,10 +112,13 @@ def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_p
     (killed_instance,) = read_store(store, "SELECT id FROM instances")[0]
     killed_folder = ray_temp_dir(killed_instance)
     left = processes_using([killed_folder])  # Ray's agents outlive a SIGKILLed driver
+    left_in_session = session_processes(first.pid)
 
     second = start_service(tiny_params, work)
     try:
         assert processes_using([killed_folder]) == {}, "the restart reaps them"
+        # counted as the session's members: none of the killed instance's survives
+        assert session_processes(first.pid) == [], (left_in_session, second.output()[-2000:])
         reaped = re.search(r"killed the Ray processes \[([\d, ]+)\]", second.output())
         if reaped:  # what still ran at the restart (workers may have died meanwhile)
             assert {int(pid) for pid in reaped.group(1).split(", ")} <= set(left)
@@ -158,6 +165,7 @@ def test_a_killed_service_loses_no_accepted_job_and_leaves_no_ray_process(tiny_p
         second.ensure_stopped()
     assert code == 0, second.output()[-2000:]
     assert processes_using([ray_temp_dir(second_instance), killed_folder]) == {}
+    assert session_processes(second.pid) == [], "a stopped service leaves no process"
 
 
 def test_the_cli_refuses_to_serve_beyond_loopback_without_keys(tiny_params, tmp_path):

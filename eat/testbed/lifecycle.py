@@ -14,7 +14,14 @@ holds a file open under an earlier instance's folder (:func:`reap`), and removes
 folders of all but the latest earlier instance (whose logs tell why it stopped). A
 stopping service waits until its own Ray processes have exited (:func:`settle`).
 
-Linux only (``/proc``); elsewhere :func:`processes_using` finds nothing.
+An observer that started the service as a session leader (``start_new_session``: the
+tests and the soak) can also count its processes independently of those folders:
+:func:`session_processes`. Ray never calls ``setsid``, so every process the service
+starts, directly or through the raylet, stays in the service's session, re-parented to
+init or not.
+
+Linux only (``/proc``); elsewhere :func:`processes_using` and :func:`session_processes`
+find nothing.
 """
 
 from __future__ import annotations
@@ -66,6 +73,27 @@ def processes_using(folders: Iterable[Path]) -> dict[int, Path]:
     return found
 
 
+def session_processes(session: int) -> list[int]:
+    """PIDs of the live processes (zombies excluded: they have exited) of the session
+    whose leader had PID ``session``."""
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == session:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def reap(instances: list[str], timeout_s: float = 30.0) -> list[int]:
     """Kill (SIGKILL) every process left by the earlier ``instances`` (oldest first) and
     wait until they are gone; remove their Ray folders but the latest one's. Returns the
@@ -103,4 +131,4 @@ def _kill(folders: list[Path], timeout_s: float) -> list[int]:
     return sorted(victims)
 
 
-__all__ = ["processes_using", "ray_temp_dir", "reap", "settle"]
+__all__ = ["processes_using", "ray_temp_dir", "reap", "session_processes", "settle"]
