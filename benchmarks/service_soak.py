@@ -16,9 +16,13 @@ Reported: throughput (done jobs per second from the first acceptance to the last
 result), latency percentiles (acceptance to recorded result, read from the store: the
 restart's down time counts for the jobs it caught), refusals, jobs run again after a
 fault, and the service process's resident memory (VmRSS) once ``--warmup-jobs`` jobs of
-an instance are done and at its end. The figures go to ``--out`` (default
-benchmarks/results/service_soak.json) as ``{"benchmark", "results", "notes"}``; the exit
-status is 1 if a job was lost, failed or completed twice, or a process was left.
+an instance are done and at its end. Processes left are counted two ways: those holding
+a file in an instance's Ray folder (what the service reaps by) and the live members of
+the session each service process led (it is started with ``start_new_session``, and Ray
+never leaves a session). The figures go to ``--out`` (default
+benchmarks/results/service_soak.json) through :func:`eat.benchmarking.report`; the exit
+status is 1 if a job was lost, failed or completed twice, a process was left, or an
+instance's memory grew by more than ``--max-rss-growth-mb`` after warm-up.
 
     .venv/bin/python benchmarks/service_soak.py --duration-s 180 --rate 0.5
 
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
@@ -67,6 +70,8 @@ class Soak:
     """Jobs queued or running when the service was killed."""
     downtime_s: float = 0.0
     rss_mb: dict[str, float] = field(default_factory=dict)
+    left_by_kill: int = 0
+    """Processes of the killed instance still alive before the restart."""
     orphans_after_restart: int = 0
     orphans_after_stop: int = 0
 
@@ -150,10 +155,12 @@ def workers_of(instance: str) -> list[int]:
     return sorted(pids)
 
 
-def leftovers(instance: str) -> int:
-    from eat.testbed.lifecycle import processes_using, ray_temp_dir
+def leftovers(instance: str, leader: int) -> int:
+    """Live processes of a service instance: holding a file in its Ray folder, or in the
+    session the service led (a count independent of the service's own bookkeeping)."""
+    from eat.testbed.lifecycle import processes_using, ray_temp_dir, session_processes
 
-    return len(processes_using([ray_temp_dir(instance)]))
+    return len(set(processes_using([ray_temp_dir(instance)])) | set(session_processes(leader)))
 
 
 def done_count(store: Path) -> int:
@@ -177,7 +184,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
     soak = Soak()
     service = start(Path(args.params), work_dir, store, args.start_timeout_s)
     try:
-        first_instance = service.instance
+        first_instance, first_pid = service.instance, service.process.pid
         with httpx.Client(timeout=60) as client:
             served = client.get(f"{service.url}/v1/models").json()["models"]
         mix = [
@@ -238,10 +245,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
                     soak.rss_mb["instance1_end"] = rss_mb(service.process.pid)
                     service.process.send_signal(signal.SIGKILL)  # as the OOM killer would
                     service.process.wait(30)
+                    soak.left_by_kill = leftovers(first_instance, first_pid)  # for the reap
                     down = time.monotonic()
                     service = start(Path(args.params), work_dir, store, args.start_timeout_s)
                     soak.downtime_s = time.monotonic() - down
-                    soak.orphans_after_restart = leftovers(first_instance)
+                    soak.orphans_after_restart = leftovers(first_instance, first_pid)
                     soak.restarts += 1
                     restarted = True
                     done_at_start = done_count(store)
@@ -269,7 +277,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
         wall_s = time.monotonic() - began
         service.process.send_signal(signal.SIGTERM)
         stopped_cleanly = service.process.wait(120) == 0
-        soak.orphans_after_stop = leftovers(service.instance) + leftovers(first_instance)
+        soak.orphans_after_stop = leftovers(service.instance, service.process.pid) + leftovers(
+            first_instance, first_pid
+        )
     finally:  # an error or a SIGTERM midway: no service is left running
         stop(service.process)
     # exactly once, against the rows
@@ -333,6 +343,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
         "latency_max_s": max(latencies) if latencies else float("nan"),
         **{f"rss_mb_{label}": value for label, value in sorted(rss.items())},
         "rss_growth_mb_max": max(growth) if growth else float("nan"),
+        "processes_left_by_the_kill": float(soak.left_by_kill),
         "orphans_after_restart": float(soak.orphans_after_restart),
         "orphans_after_stop": float(soak.orphans_after_stop),
         "stopped_cleanly": float(stopped_cleanly),
@@ -346,11 +357,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], Soak, bool]:
         and soak.orphans_after_restart == 0
         and soak.orphans_after_stop == 0
         and stopped_cleanly
+        # a leak shows as growth within an instance; without two readings there is none
+        and (not growth or max(growth) <= args.max_rss_growth_mb)
     )
     return results_table, soak, ok
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eat.benchmarking import report
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--work-dir", default=None, help="default: a new temporary folder")
@@ -364,9 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--deadline-s", type=float, default=120.0)
     parser.add_argument("--warmup-jobs", type=int, default=5)
+    parser.add_argument(
+        "--max-rss-growth-mb",
+        type=float,
+        default=64.0,
+        help="fail when an instance's resident memory grows more from warm-up to its end",
+    )
     parser.add_argument("--start-timeout-s", type=float, default=300.0)
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "service_soak.json"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: benchmarks/results/service_soak.json"
+    )
     args = parser.parse_args(argv)
     if not 0 < args.max_jobs <= 10_000 or args.rate <= 0 or args.duration_s <= 0:
         parser.error("need 0 < --max-jobs <= 10000, --rate > 0 and --duration-s > 0")
@@ -393,32 +416,19 @@ def main(argv: list[str] | None = None) -> int:
         f"SIGKILLed every {args.kill_every_s:g} s, the service SIGKILLed at "
         f"{args.restart_at_s:g} s just after a burst of {args.restart_burst} jobs and started "
         "again on the same job store; latency is acceptance to recorded result, from the "
-        "store; memory is the service process's VmRSS; loadavg_1m_* and "
+        "store; memory is the service process's VmRSS (growth after warm-up allowed: "
+        f"{args.max_rss_growth_mb:g} MB per instance); loadavg_1m_* and "
         "machine_cpu_busy_share are the whole machine's (other processes included). "
         f"Refusals by reason: {soak.refused or 'none'}."
         + (f" Not measured in this run: {', '.join(missing)}." if missing else "")
     )
-    load = os.getloadavg()
-    record = {
-        "benchmark": "service_soak",
-        "results": measured,
-        "notes": notes,
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1m_at_end": round(load[0], 2),
-        },
-        "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {out}")
-    headline = "throughput_jobs_per_s"
-    for name in [*(n for n in measured if n != headline), headline]:
-        if name in measured:
-            print(f"RESULT {name}={measured[name]:.6g}")
+    report(
+        "service_soak",
+        measured,
+        notes=notes,
+        out=args.out,
+        headline="throughput_jobs_per_s",
+    )
     return 0 if ok else 1
 
 
