@@ -1,6 +1,6 @@
 """GPU check of the testbed: per-step time inside the testbed vs the profiled step time.
 
-The criterion (issue: "the real AIGC serving testbed"): on a GPU, the per-step time a
+The criterion: on a GPU, the per-step time a
 testbed worker measures for a task stays within 1.3x of the profiled per-step time of
 the same UNet call (same model, latent shape, batch, dtype, eager mode): the testbed
 must not add more than its communication.

@@ -214,7 +214,7 @@ class PaperLatency(_Strict):
 
 
 class ProfileLatency(_Strict):
-    """The calibrated latency model (``eat.calibration``): per-step, decode, encode and
+    """The calibrated latency model (``eat.latency.calibration``): per-step, decode, encode and
     cold-start times fitted on measured GPU profiles, with the GPU types that have none
     derived from datasheet numbers."""
 

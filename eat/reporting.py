@@ -61,6 +61,14 @@ OPTIONAL = {
     "env_catalogue": "reports/profile/env_catalogue.csv",
     "testbed_metrics": "reports/testbed_metrics.json",
     "testbed_summary": "reports/testbed/summary.csv",
+    "decision_times": "reports/evaluate/decision_times.csv",
+    "robust": "reports/evaluate/robust_statistics.csv",
+    "slo": "reports/evaluate/slo.csv",
+    "generalisation": "reports/evaluate/generalisation.csv",
+    "optimum": "reports/evaluate/optimum.csv",
+    "phases": "reports/train/phases.csv",
+    "costs": "reports/train/costs.csv",
+    "teacher": "reports/train/teacher.csv",
 }
 """Inputs whose sections are left out (with a note) when they are missing."""
 
@@ -106,6 +114,11 @@ def fmt(value: Any, digits: int = 3) -> str:
 def fmt_ci(mean: Any, low: Any, high: Any) -> str:
     """``mean [low, high]``, each with :func:`fmt`."""
     return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
+
+
+def fmt_signed(value: Any) -> str:
+    """:func:`fmt` with a sign (``+0.558``, ``-1.00``)."""
+    return "n/a" if _missing(value) else ("+" if float(value) >= 0 else "") + fmt(value)
 
 
 def fmt_pct(share: Any) -> str:
@@ -196,6 +209,16 @@ class Reports:
     env_catalogue: pd.DataFrame | None = None
     testbed_metrics: dict[str, Any] | None = None
     testbed_summary: pd.DataFrame | None = None
+    decision_times: pd.DataFrame | None = None
+    robust: pd.DataFrame | None = None
+    slo: pd.DataFrame | None = None
+    generalisation: pd.DataFrame | None = None
+    optimum: pd.DataFrame | None = None
+    phases: pd.DataFrame | None = None
+    costs: pd.DataFrame | None = None
+    teacher: pd.DataFrame | None = None
+    reference: str = "clairvoyant"
+    """The gap-closed reference (``evaluate.reference`` of the repro)."""
     benchmarks: list[Benchmark] = field(default_factory=list)
     other_results: list[str] = field(default_factory=list)
     """JSON files in ``benchmarks/results/`` that are not benchmark results."""
@@ -338,6 +361,7 @@ def load_reports(root: Path | str = ".") -> Reports:
         aggregate=pd.read_csv(root / AGGREGATE),
         schedulers=order,
         confidence=float(settings.get("confidence", 0.95)),
+        reference=str(settings.get("reference", "clairvoyant")),
         sources=sources,
         missing=missing,
         benchmarks=benchmarks,
@@ -664,6 +688,412 @@ def _section_agents(reports: Reports) -> list[str]:
     return lines
 
 
+HEURISTICS = ("fifo", "first_fit", "greedy", "eft", "warm_first", "edf")
+"""The heuristics whose best, per rate and on reward, sets the headroom
+(:data:`eat.schedulers.heuristics.SCHEDULERS` less ``random``)."""
+
+
+def _share_ci(row: pd.Series | None, metric: str) -> str:
+    """A gap-closed share as ``pct [low, high]``."""
+    if row is None or metric not in row or _missing(row[metric]):
+        return "n/a"
+    low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+    return f"{fmt_share(row[metric])} [{fmt_share(low)}, {fmt_share(high)}]"
+
+
+def _best_by_reward(frame: pd.DataFrame, preset: str, rate: float) -> pd.Series | None:
+    part = frame[
+        (frame["preset"] == preset)
+        & (frame["rate"].astype(float) == float(rate))
+        & frame["scheduler"].isin(HEURISTICS)
+    ]
+    return None if part.empty else part.loc[part["reward_mean"].astype(float).idxmax()]
+
+
+def _section_headroom(reports: Reports) -> list[str]:
+    lines = ["## How far from the reference", ""]
+    aggregate = reports.aggregate
+    if "reward_gap_closed" not in aggregate:
+        return [*lines, f"_Not shown: `{AGGREGATE}` has no gap-closed columns._", ""]
+    reference = reports.reference
+    lines += [
+        f"The share of the gap from `random` (0%) to the reference `{reference}` (100%, the "
+        "search that knows the episode's true future) that each scheduler closes, on the "
+        "mean reward and on the mean latency, with paired bootstrap intervals "
+        "(`eat.evaluation.metrics.gap_closed`). The headroom is what the reference "
+        "earns above the best heuristic on reward at that rate.",
+        "",
+    ]
+    metrics = reports.metrics
+    for preset in _presets(aggregate):
+        rates = _rates(aggregate, preset)
+        names = _ordered(reports, aggregate.loc[aggregate["preset"] == preset, "scheduler"])
+        for title, metric in (
+            ("share of the reward gap closed", "reward_gap_closed"),
+            ("share of the latency gap closed", "latency_gap_closed"),
+        ):
+            lines += [f"### `{preset}`: {title}", ""]
+            rows = [
+                [f"`{name}`"]
+                + [_share_ci(_row(aggregate, preset, name, rate), metric) for rate in rates]
+                for name in names
+            ]
+            header = ["scheduler", *(f"{fmt_rate(rate)} tasks/s" for rate in rates)]
+            lines += [*table(header, rows), ""]
+        lines += [f"### `{preset}`: headroom above the best heuristic", ""]
+        rows = []
+        for rate in rates:
+            best = _best_by_reward(metrics, preset, rate)
+            ref = _row(metrics, preset, reference, rate)
+            shown = (
+                _row(aggregate, preset, str(best["scheduler"]), rate) if best is not None else None
+            )
+            if best is None or ref is None:
+                continue
+            rows.append(
+                [
+                    fmt_rate(rate),
+                    f"`{best['scheduler']}` {fmt(best['reward_mean'])}",
+                    fmt(ref["reward_mean"]),
+                    fmt_signed(float(ref["reward_mean"]) - float(best["reward_mean"])),
+                    _share_ci(shown, "reward_gap_closed"),
+                ]
+            )
+        header = [
+            "rate (tasks/s)",
+            "best heuristic (reward)",
+            f"`{reference}` reward",
+            "headroom",
+            "best heuristic's share of the gap",
+        ]
+        lines += [*table(header, rows), ""]
+    return lines
+
+
+def _section_targets(reports: Reports, agent: str = "eat", planner: str = "rollout") -> list[str]:
+    """Where ``agent`` stands against the best heuristic and the online planner, rate by
+    rate: the targets a learned scheduler is held to, each marked as met or not."""
+    lines = [f"## `{agent}` against its targets", ""]
+    metrics = reports.metrics
+    if agent not in set(metrics["scheduler"]):
+        return [*lines, f"_Not shown: the evaluation did not run `{agent}`._", ""]
+    lines += [
+        f"Per rate: `{agent}`'s mean reward minus the best heuristic's (on reward), the "
+        f"share of the reward gap from the best heuristic to `{planner}` that `{agent}` "
+        "closes (target: at least 50%), and whether its mean latency is no higher than "
+        "the best heuristic's at equal or better quality. Means over every training seed "
+        "x test seed; the intervals are in the tables above.",
+        "",
+    ]
+    rows = []
+    for preset in _presets(metrics):
+        for rate in _rates(metrics, preset):
+            mine = _row(metrics, preset, agent, rate)
+            best = _best_by_reward(metrics, preset, rate)
+            plan = _row(metrics, preset, planner, rate)
+            if mine is None or best is None:
+                continue
+            reward_gain = float(mine["reward_mean"]) - float(best["reward_mean"])
+            headroom = (
+                float(plan["reward_mean"]) - float(best["reward_mean"])
+                if plan is not None
+                else None
+            )
+            closed = reward_gain / headroom if headroom is not None and headroom > 0 else None
+            faster = float(mine["latency_mean"]) <= float(best["latency_mean"])
+            better_quality = float(mine["quality_mean"]) >= float(best["quality_mean"])
+            rows.append(
+                [
+                    f"`{preset}`",
+                    fmt_rate(rate),
+                    f"`{best['scheduler']}`",
+                    f"{fmt_signed(reward_gain)} ({'met' if reward_gain > 0 else 'missed'})",
+                    "n/a (no headroom)"
+                    if closed is None
+                    else f"{fmt_share(closed)} ({'met' if closed >= 0.5 else 'missed'})",
+                    f"{fmt(mine['latency_mean'])} vs {fmt(best['latency_mean'])} s, quality "
+                    f"{fmt(mine['quality_mean'])} vs {fmt(best['quality_mean'])} "
+                    f"({'met' if faster and better_quality else 'missed'})",
+                ]
+            )
+    header = [
+        "preset",
+        "rate (tasks/s)",
+        "best heuristic",
+        "reward above it",
+        f"share of the gap to `{planner}`",
+        "latency and quality",
+    ]
+    lines += [*table(header, rows), ""]
+    slo = reports.slo
+    if slo is not None and agent in set(slo["scheduler"]):
+        rows = []
+        scaled = slo[slo["sweep"].isin(["scale", "both"])]
+        for (preset, scale), part in scaled.groupby(["preset", "slo_scale"], sort=True):
+            attainment = part.set_index("scheduler")["deadline_attainment"].astype(float)
+            heuristics = attainment[attainment.index.isin(HEURISTICS)]
+            if agent not in attainment or heuristics.empty:
+                continue
+            edf = attainment.get("edf")
+            best_name = str(heuristics.idxmax())
+            beats = attainment[agent] > heuristics.max()
+            rows.append(
+                [
+                    f"`{preset}`",
+                    f"x{float(scale):g}",
+                    fmt_share(attainment[agent]),
+                    "n/a" if edf is None else fmt_share(edf),
+                    f"`{best_name}` {fmt_share(heuristics.max())}",
+                    "met" if beats else "missed",
+                ]
+            )
+        header = [
+            "preset",
+            "SLO scale",
+            f"`{agent}` attainment",
+            "`edf`",
+            "best heuristic",
+            "beats EDF and the best heuristic",
+        ]
+        lines += ["SLO attainment at the middle rate of the sweep:", "", *table(header, rows), ""]
+    times = reports.decision_times
+    if times is not None and agent in set(times["scheduler"]):
+        column = "decision_ms_p50" if "decision_ms_p50" in times else "decision_ms_mean"
+        for preset, part in times[times["scheduler"] == agent].groupby("preset", sort=False):
+            median = float(part[column].astype(float).median())
+            lines += [
+                f"`{preset}`: `{agent}` decides in {fmt(median)} ms (median over the rates of "
+                f"the {column.removeprefix('decision_ms_')} per episode; target under 2 ms: "
+                f"{'met' if median < 2 else 'missed'}).",
+                "",
+            ]
+    return lines
+
+
+def _section_optimum(reports: Reports) -> list[str]:
+    lines = ["## The exact optimum of small episodes", ""]
+    optimum = reports.optimum
+    if optimum is None:
+        return lines + _note_missing(
+            OPTIONAL["optimum"], "the evaluate stage writes it when `evaluate.optimum` is set"
+        )
+    lines += [
+        "On small episodes solved to proven optimality by CP-SAT (docs/exact.md): each "
+        "scheduler's mean reward on exactly those episodes and the share of the gap from "
+        "`random` to the optimum that it closes.",
+        "",
+    ]
+    columns = [c for c in optimum.columns if c not in ("preset",)]
+    rows = [
+        [fmt(v) if isinstance(v, float) else str(v) for v in r]
+        for r in optimum[columns].itertuples(index=False)
+    ]
+    return lines + table(columns, rows) + [""]
+
+
+def _section_robust(reports: Reports) -> list[str]:
+    lines = ["## Robust statistics over the sweep", ""]
+    robust = reports.robust
+    if robust is None:
+        return lines + _note_missing(OPTIONAL["robust"], "the evaluate stage writes it")
+    lines += [
+        "Per preset, over every rate: the interquartile mean of each episode's reward as a "
+        "share of the gap from `random` to the reference, and the probability that an "
+        "episode of the scheduler earns more than the best heuristic's episode on the same "
+        "workload (0.5: a tie), with stratified bootstrap intervals "
+        "(`eat.evaluation.metrics.robust_statistics`).",
+        "",
+    ]
+    rows = [
+        [
+            f"`{r.preset}`",
+            f"`{r.scheduler}`",
+            fmt_ci(r.iqm, r.iqm_ci_low, r.iqm_ci_high),
+            fmt_ci(
+                r.probability_of_improvement,
+                r.probability_of_improvement_ci_low,
+                r.probability_of_improvement_ci_high,
+            ),
+        ]
+        for r in robust.itertuples(index=False)
+    ]
+    header = ["preset", "scheduler", "IQM of the gap share", "P(better than best heuristic)"]
+    return lines + table(header, rows) + [""]
+
+
+def _section_slo(reports: Reports) -> list[str]:
+    lines = ["## SLO attainment", ""]
+    slo = reports.slo
+    if slo is None:
+        return lines + _note_missing(OPTIONAL["slo"], "the evaluate stage writes it")
+    lines += [
+        "Deadline = SLO scale x the task's standalone latency (warm, unloaded, on the "
+        "fastest gang, at the preset's reference steps); every scheduler runs under the "
+        "SLO objective of `evaluate.slo.objective`. Share of tasks that meet their "
+        "deadline: against the scale at the middle rate, and against the rate at one scale.",
+        "",
+    ]
+    for preset in _presets(slo):
+        part = slo[slo["preset"] == preset]
+        names = _ordered(reports, part["scheduler"])
+        names += [n for n in dict.fromkeys(part["scheduler"]) if n not in names]
+        by_scale = part[part["sweep"].isin(["scale", "both"])]
+        scales = sorted(by_scale["slo_scale"].astype(float).unique())
+        if scales:
+            rate = float(by_scale["rate"].iloc[0])
+            lines += [f"### `{preset}`: against the SLO scale at {fmt_rate(rate)} tasks/s", ""]
+            rows = []
+            for name in names:
+                cells = [f"`{name}`"]
+                for scale in scales:
+                    match = by_scale[
+                        (by_scale["scheduler"] == name)
+                        & (by_scale["slo_scale"].astype(float) == scale)
+                    ]
+                    cells.append(
+                        "n/a" if match.empty else _share_ci(match.iloc[0], "deadline_attainment")
+                    )
+                rows.append(cells)
+            lines += [*table(["scheduler", *(f"x{s:g}" for s in scales)], rows), ""]
+        by_load = part[part["sweep"].isin(["load", "both"])]
+        loads = sorted(by_load["rate"].astype(float).unique())
+        if loads:
+            scale = float(by_load[by_load["sweep"] == "load"]["slo_scale"].iloc[0])
+            lines += [f"### `{preset}`: against the rate at SLO scale x{scale:g}", ""]
+            rows = []
+            for name in names:
+                cells = [f"`{name}`"]
+                for rate in loads:
+                    match = by_load[
+                        (by_load["scheduler"] == name)
+                        & (by_load["rate"].astype(float) == rate)
+                        & (by_load["slo_scale"].astype(float) == scale)
+                    ]
+                    cells.append(
+                        "n/a" if match.empty else _share_ci(match.iloc[0], "deadline_attainment")
+                    )
+                rows.append(cells)
+            header = ["scheduler", *(f"{fmt_rate(rate)} tasks/s" for rate in loads)]
+            lines += [*table(header, rows), ""]
+    return lines
+
+
+def _section_decision_times(reports: Reports) -> list[str]:
+    lines = ["## Decision time", ""]
+    times = reports.decision_times
+    if times is None:
+        return lines + _note_missing(OPTIONAL["decision_times"], "the evaluate stage writes it")
+    lines += [
+        "Wall time of one scheduling decision on the machine of the repro (a measurement "
+        "of that machine, not of the scheduler alone: other work ran beside it), over "
+        "every rate: the median and the 99th percentile of the per-episode figures, in "
+        "milliseconds.",
+        "",
+    ]
+    rows = []
+    for preset in _presets(times):
+        part = times[times["preset"] == preset]
+        names = _ordered(reports, part["scheduler"])
+        names += [n for n in dict.fromkeys(part["scheduler"]) if n not in names]
+        for name in names:
+            chosen = part[part["scheduler"] == name]
+            median = chosen.get("decision_ms_p50", chosen.get("decision_ms_mean"))
+            tail = chosen.get("decision_ms_p99")
+            rows.append(
+                [
+                    f"`{preset}`",
+                    f"`{name}`",
+                    fmt(median.astype(float).median()) if median is not None else "n/a",
+                    fmt(tail.astype(float).max()) if tail is not None else "n/a",
+                ]
+            )
+    header = ["preset", "scheduler", "median (ms)", "p99 (ms, worst rate)"]
+    return lines + table(header, rows) + [""]
+
+
+def _section_phases(reports: Reports) -> list[str]:
+    lines = ["## What each training phase adds", ""]
+    phases = reports.phases
+    if phases is None:
+        return lines + _note_missing(OPTIONAL["phases"], "the train stage writes it")
+    teacher = reports.teacher
+    if teacher is not None and len(teacher):
+        lines += [
+            "The teacher that labels the demonstrations, on the validation episodes: "
+            + "; ".join(
+                f"`{r.preset}`: `{r.teacher}`, reward {fmt(r.reward)}"
+                for r in teacher.itertuples(index=False)
+            )
+            + ".",
+            "",
+        ]
+    lines += [
+        "Validation reward after behaviour cloning (`bc`), after each DAgger round "
+        "(`dagger<r>`) and the best of SAC (`sac`): mean over the training seeds "
+        "[min, max]; the gain is from the phase before.",
+        "",
+    ]
+    rows = []
+    for (preset, agent), part in phases.groupby(["preset", "agent"], sort=False):
+        for phase, chosen in part.groupby("phase", sort=False):
+            reward = chosen["val_reward"].astype(float)
+            gain = chosen["gain"].astype(float)
+            rows.append(
+                [
+                    f"`{preset}`",
+                    f"`{agent}`",
+                    f"`{phase}`",
+                    fmt_ci(reward.mean(), reward.min(), reward.max()),
+                    "n/a" if gain.isna().all() else fmt_signed(gain.mean()),
+                    fmt(chosen["teacher_val_reward"].iloc[0]),
+                ]
+            )
+    header = ["preset", "agent", "phase", "validation reward", "gain", "teacher"]
+    return lines + table(header, rows) + [""]
+
+
+def _section_generalisation(reports: Reports) -> list[str]:
+    lines = ["## Generalisation", ""]
+    frame = reports.generalisation
+    if frame is None:
+        return lines + _note_missing(
+            OPTIONAL["generalisation"],
+            "the evaluate stage writes it when `evaluate.generalisation` is set",
+        )
+    lines += [
+        "Schedulers trained on the unmodified preset, run without retraining on workloads, "
+        "clusters and model mixes they were not trained on "
+        "([learned_agents.md](learned_agents.md#generalisation)): the mean reward relative "
+        "to the best heuristic of the same scenario and rate (`+5.0%`: 5% more reward) "
+        "with its interval; `n/a` where a network cannot read the scenario (the MLP "
+        "encoders read one cluster size).",
+        "",
+    ]
+    for (preset, rate), part in frame.groupby(["preset", "rate"], sort=False):
+        scenarios = list(dict.fromkeys(part["scenario"]))
+        names = _ordered(reports, part["scheduler"])
+        names += [n for n in dict.fromkeys(part["scheduler"]) if n not in names]
+        best = part.drop_duplicates("scenario").set_index("scenario")["best_heuristic"]
+        lines += [f"### `{preset}` at {fmt_rate(rate)} tasks/s (scaled with the cluster)", ""]
+        rows = []
+        for name in names:
+            cells = [f"`{name}`"]
+            for scenario in scenarios:
+                match = part[(part["scheduler"] == name) & (part["scenario"] == scenario)]
+                r = None if match.empty else match.iloc[0]
+                if r is None or not bool(r["applicable"]) or _missing(r["reward_relative"]):
+                    cells.append("n/a")
+                else:
+                    cells.append(
+                        f"{fmt_pct(r['reward_relative'])} [{fmt_pct(r['reward_relative_ci_low'])}, "
+                        f"{fmt_pct(r['reward_relative_ci_high'])}]"
+                    )
+            rows.append(cells)
+        rows.append(["best heuristic", *(f"`{best.get(sc, 'n/a')}`" for sc in scenarios)])
+        lines += [*table(["scheduler", *(f"`{sc}`" for sc in scenarios)], rows), ""]
+    return lines
+
+
 def _reduction_cell(match: pd.DataFrame) -> str:
     if match.empty:
         return "n/a"
@@ -764,15 +1194,19 @@ def _section_training(reports: Reports) -> list[str]:
     runs = reports.runs
     if runs is None:
         return lines + _note_missing(OPTIONAL["runs"], "the train stage writes it")
-    summary = reports.train_summary
-    if summary is not None and "wall_s" in summary:
+    costs = reports.costs
+    if costs is not None and {"wall_s", "matrix_wall_s"} <= set(costs):
+        runs = runs.merge(
+            costs[["preset", "agent", "seed", "wall_s"]], on=["preset", "agent", "seed"], how="left"
+        )
         lines += [
-            f"The `train` stage trained {summary.get('runs', len(runs))} runs in "
-            f"{fmt(summary['wall_s'])} s of wall time (runs in parallel, one core each).",
+            f"The `train` stage trained {len(runs)} runs in "
+            f"{fmt(costs['matrix_wall_s'].iloc[0])} s of wall time (runs in parallel, one core "
+            "each; `reports/train/costs.csv`, a measurement of the machine of the repro).",
             "",
         ]
-    elif summary is None:
-        lines += _note_missing(OPTIONAL["train_summary"], "the train stage writes it")
+    else:
+        lines += _note_missing(OPTIONAL["costs"], "the train stage writes it")
     lines += [
         "Per run: wall time (s) mean [min, max]; SAC decisions and gradient updates; the "
         "validation reward of the policy the run outputs and of the behaviour-cloned "
@@ -790,7 +1224,7 @@ def _section_training(reports: Reports) -> list[str]:
             part = runs[(runs["preset"] == preset) & (runs["agent"] == agent)]
             if part.empty:
                 continue
-            wall = part["wall_s"].astype(float)
+            wall = part["wall_s"].astype(float) if "wall_s" in part else pd.Series([math.nan])
             clone = (
                 part["bc_val_reward"].astype(float)
                 if "bc_val_reward" in part
@@ -1076,7 +1510,15 @@ def render_results(reports: Reports) -> str:
     lines += _section_presets(reports)
     for preset in presets:
         lines += _section_sweep(reports, preset)
+    lines += _section_headroom(reports)
+    lines += _section_optimum(reports)
+    lines += _section_robust(reports)
+    lines += _section_slo(reports)
+    lines += _section_decision_times(reports)
     lines += _section_agents(reports)
+    lines += _section_targets(reports)
+    lines += _section_phases(reports)
+    lines += _section_generalisation(reports)
     lines += _section_floor(reports)
     lines += _section_ablation(reports)
     lines += _section_training(reports)

@@ -148,13 +148,13 @@ def test_fit_is_never_decreasing_even_on_decreasing_data():
 
 
 def test_reference_profiles_held_out_error(reference):
-    """Leave-one-out on the shipped CUDA-graph profiles: the README reports these."""
+    """Leave-one-out on the shipped CUDA-graph profiles: docs/results.md reports these."""
     for gpu in ("h200", "h100"):
         errors = held_out_errors(reference.frames[gpu], "cuda_graph")
         summary = error_summary(errors)
         assert summary["n_points"] == 38
         assert summary["loo_mean_abs_error"] < 0.025, gpu
-        # every interpolated held-out point within 5% (the issue's target: 10%)
+        # every interpolated held-out point within 5% (the target is 10%)
         assert summary["loo_interpolated_max_abs_error"] < 0.05, gpu
         # extrapolated: only SDXL batch 1 at 1 patch (its largest point, predicted from
         # patches 2-8 of the single resolution) misses by more than 10% (+10%, +20%)

@@ -83,6 +83,7 @@ def test_episode_metrics_hand_computed() -> None:
     assert m["reward_sum"] == pytest.approx(2.5)
     assert m["reward_mean"] == pytest.approx(2.5 / 3.0)
     assert m["decision_ms_mean"] == pytest.approx(2.0)
+    assert m["decision_ms_p50"] == pytest.approx(2.0)
     assert m["decision_ms_p99"] == pytest.approx(2.98)
     assert m["gang_size_mean"] == pytest.approx(4.0 / 3.0)
     assert m["steps_mean"] == pytest.approx(25.0)

@@ -139,6 +139,7 @@ def episode_metrics(
         # ... but only the denoising part is useful work.
         "utilisation_compute": float((finish - compute_start).sum() / capacity),
         "decision_ms_mean": float(decisions_ms.mean()) if has_decisions else math.nan,
+        "decision_ms_p50": float(np.median(decisions_ms)) if has_decisions else math.nan,
         "decision_ms_p99": float(np.percentile(decisions_ms, 99)) if has_decisions else math.nan,
         "gang_size_mean": float(tasks["gang_size"].mean()),
         "steps_mean": float(tasks["steps"].mean()),
