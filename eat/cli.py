@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", default=8000, type=int)
     serve.add_argument("--scheduler", default="eft")
     serve.add_argument("--work-dir", default="artifacts/testbed-serve", type=Path)
+    commands.add_parser(
+        "testbed-keygen",
+        help="make an API key for testbed-serve and print it with its key-file line",
+    )
     convert = commands.add_parser(
         "convert-trace",
         help="convert the Alibaba GenTD26 request trace into a replay trace (docs/traces.md)",
@@ -101,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(parameter_reference(markdown=args.markdown), end="")
         return 0
+    if args.command == "testbed-keygen":
+        from eat.testbed.auth import new_key
+
+        key, line = new_key()
+        print(f"key:  {key}\n      give it to the client (Authorization: Bearer <key>)")
+        print(f"hash: {line}\n      append it to testbed.service.api_keys_file")
+        return 0
     if args.command == "docs":
         return _docs(args.root, check=args.check)
     if args.command == "convert-trace":
@@ -138,17 +149,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(metrics["schedulers"], indent=2))
     elif args.command == "testbed-serve":
         from eat.stages.common import setup_logging
+        from eat.testbed.auth import KeySetupError
         from eat.testbed.bed import serve
+        from eat.testbed.jobs import StoreInUse, StoreUnavailable
 
         setup_logging(args.work_dir / "serve.log")
-        serve(
-            params,
-            args.work_dir,
-            scheduler=args.scheduler,
-            host=args.host,
-            port=args.port,
-            models_dir=paths.models,
-        )
+        try:
+            serve(
+                params,
+                args.work_dir,
+                scheduler=args.scheduler,
+                host=args.host,
+                port=args.port,
+                models_dir=paths.models,
+            )
+        except (KeySetupError, StoreInUse, StoreUnavailable) as error:
+            print(f"eat testbed-serve: {error}", file=sys.stderr)
+            return 2
     elif args.command == "summary":
         import pandas as pd
 

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -57,10 +58,12 @@ def start_ray(
     object_store_mb: int | None = None,
     namespace: str | None = None,
     log_to_driver: bool = False,
+    temp_dir: str | Path | None = None,
 ) -> bool:
     """Connect to Ray: a local loopback-only instance (``address`` None) or the cluster
     at ``address``. Returns True when this call started (and should shut down) Ray; a
-    running connection is reused."""
+    running connection is reused. ``temp_dir``: the local instance's temporary folder
+    (None: Ray's default), so that its processes can be found by it later."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
         loopback_only()
@@ -74,6 +77,8 @@ def start_ray(
             options: dict[str, Any] = {}
             if object_store_mb is not None:
                 options["object_store_memory"] = object_store_mb * 2**20
+            if temp_dir is not None:
+                options["_temp_dir"] = str(temp_dir)
             ray.init(
                 num_cpus=num_cpus or os.cpu_count(),
                 num_gpus=num_gpus,

@@ -1144,6 +1144,43 @@ class TestbedLoadTest(_Strict):
     """Deadline of every request, after its arrival (s)."""
 
 
+class TestbedService(_Strict):
+    """The HTTP job API of ``eat testbed-serve`` (docs/serving.md)."""
+
+    job_store: str | None
+    """SQLite file of the durable job store (WAL mode); null: jobs.sqlite3 in the work folder."""
+    max_queued_jobs: PositiveInt
+    """Accepted jobs waiting for a gang; a job beyond it gets 429 with Retry-After."""
+    admission: Literal["queue_bound", "predicted_deadline"]
+    """``queue_bound``: refuse only past max_queued_jobs; ``predicted_deadline``: also
+    refuse a job whose deadline the shadow simulator predicts cannot be met."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=2**24)]
+    """Larger request bodies get 413 before they are read in full."""
+    api_keys_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    """Environment variable with comma-separated API keys (hashed on load, never stored)."""
+    api_keys_file: str | None
+    """Absolute path, outside the repository, of a file of key hashes (eat testbed-keygen)."""
+    rate_limit_per_s: PositiveFloat
+    """Requests per second per API key (token bucket); beyond it: 429."""
+    rate_limit_burst: PositiveInt
+    """Requests a key may send at once before rate_limit_per_s applies."""
+    store_retry_s: PositiveFloat
+    """Interval between retries of a result the job store could not write."""
+    shutdown_timeout_s: PositiveFloat
+    """Graceful stop: running gangs get this long to finish; queued jobs stay in the store."""
+    recent_tasks: PositiveInt
+    """Completed tasks whose records the controller keeps in memory (the store keeps all)."""
+
+    @model_validator(mode="after")
+    def _key_file(self) -> TestbedService:
+        path = self.api_keys_file
+        if path is not None and not path.startswith(("/", "~")):
+            raise ValueError(
+                f"api_keys_file must be an absolute path outside the repository: {path!r}"
+            )
+        return self
+
+
 class TestbedSection(_Strict):
     """The ``testbed`` stage: the real serving system (``eat.testbed``) against the
     simulator built from the profile of the same hardware."""
@@ -1211,6 +1248,8 @@ class TestbedSection(_Strict):
     """Profiling of the workers' hardware before the runs."""
     load_test: TestbedLoadTest
     """The HTTP load test after the runs."""
+    service: TestbedService
+    """The HTTP job API of ``eat testbed-serve``."""
     grid_images: Annotated[int, Field(ge=0)]
     """Images shown in the report's grid (images)."""
     tiny: TestbedSizing

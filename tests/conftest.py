@@ -52,3 +52,26 @@ def paper(params: Params) -> PresetConfig:
 @pytest.fixture(scope="session")
 def edge(params: Params) -> PresetConfig:
     return params.env.edge
+
+
+@pytest.fixture(scope="session")
+def testbed_cluster(tmp_path_factory) -> Any:
+    """One embedded Ray (loopback only) with three tiny CPU workers, shared by the
+    testbed's system and service tests: starting one takes tens of seconds. Its tests
+    run one controller at a time on it."""
+    from eat.params import validate_params
+    from eat.testbed.bed import build_testbed
+    from tests.service_support import tiny_raw_params
+
+    tmp = tmp_path_factory.mktemp("testbed")
+    params = validate_params(tiny_raw_params(tmp / "models", workers=3))
+    testbed = build_testbed(params, tmp)
+    yield {
+        "params": params,
+        "preset": testbed.preset,
+        "workers": testbed.workers,
+        "folders": testbed.folders,
+        "tmp": tmp,
+        "exchange": testbed.exchange,
+    }
+    testbed.close()

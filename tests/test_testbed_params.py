@@ -61,6 +61,30 @@ def test_repository_testbed_section_is_valid(raw):
             lambda t: t["model_dirs"].__setitem__("sdxl_turbo", None),
             r"testbed\.model_dirs\.sdxl_turbo",
         ),
+        (
+            lambda t: t["service"].__setitem__("max_queued_jobs", 0),
+            r"testbed\.service\.max_queued_jobs: .*greater than 0",
+        ),
+        (
+            lambda t: t["service"].__setitem__("admission", "always"),
+            r"testbed\.service\.admission: .*'queue_bound'.*'predicted_deadline'",
+        ),
+        (
+            lambda t: t["service"].__setitem__("max_body_bytes", 10),
+            r"testbed\.service\.max_body_bytes: .*greater than or equal to 1024",
+        ),
+        (
+            lambda t: t["service"].__setitem__("api_keys_env", "1-KEYS"),
+            r"testbed\.service\.api_keys_env: .*pattern",
+        ),
+        (
+            lambda t: t["service"].__setitem__("api_keys_file", "keys.txt"),
+            r"testbed\.service: .*api_keys_file must be an absolute path outside the repository",
+        ),
+        (  # keys never live in params.yaml
+            lambda t: t["service"].__setitem__("api_keys", ["secret"]),
+            r"testbed\.service\.api_keys: unknown key; allowed keys",
+        ),
     ],
 )
 def test_bad_testbed_values_name_the_key(raw, change, pattern):

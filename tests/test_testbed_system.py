@@ -1,7 +1,8 @@
 """The testbed as a system: Ray workers, gangs, the controller, faults and the HTTP API.
 
-One embedded Ray (loopback only) with three CPU workers serves the whole module. The
-fault test kills worker processes for real (SIGKILL of the actor's PID)."""
+One embedded Ray (loopback only) with three CPU workers serves the whole module (and the
+service tests: the session's ``testbed_cluster``). The fault test kills worker processes
+for real (SIGKILL of the actor's PID)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,9 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-import yaml
 
-from eat.params import validate_params
 from eat.schedulers.base import Scheduler
 from eat.sim.simulator import RECORD_COLUMNS, Dispatch, Simulator
-from tests.conftest import REPO
 
 # Ray is imported by the tests themselves, never at collection: other modules of the
 # session select Ray's local-only mode before they first import it.
@@ -36,45 +34,15 @@ WORKERS = 3
 PROMPTS = ["a lighthouse at dawn", "a red fox in snow", "a bowl of ramen"]
 
 
-def make_params(tmp_path):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["testbed"].update(
-        workers=WORKERS,
-        device="cpu",
-        model_size="tiny",
-        model_root=str(tmp_path / "models"),
-        gang_sizes=[1, 2],
-        min_steps=4,
-        max_steps=8,
-        schedulers=["eft"],
-        profile={"warmup": 0, "repeats": 1, "cold_start_trials": 1},
-        restart_timeout_s=90.0,
-    )
-    raw["testbed"]["workload"].update(total_tasks=5, rate=4.0, prompts=PROMPTS)
-    raw["testbed"]["tiny"]["models"] = {
-        "sd15": {"share": 0.5, "resolutions": [64, 128]},
-        "sdxl": {"share": 0.5, "resolutions": [64]},
-    }
-    return validate_params(raw)
-
-
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    """Params, preset, workers and model folders of one embedded Ray cluster."""
-    from eat.testbed.bed import build_testbed
+def bed(testbed_cluster):
+    """Params, preset, workers and model folders of the session's embedded Ray cluster
+    (tests/conftest.py: three tiny CPU workers)."""
+    from eat.testbed.cluster import reset_caches
 
-    tmp = tmp_path_factory.mktemp("testbed")
-    params = make_params(tmp)
-    testbed = build_testbed(params, tmp)
-    yield {
-        "params": params,
-        "preset": testbed.preset,
-        "workers": testbed.workers,
-        "folders": testbed.folders,
-        "tmp": tmp,
-        "exchange": testbed.exchange,
-    }
-    testbed.close()
+    assert len(testbed_cluster["workers"]) == WORKERS
+    reset_caches(testbed_cluster["workers"])  # cold, whatever earlier modules ran
+    return testbed_cluster
 
 
 def settings(params):
@@ -301,14 +269,24 @@ async def _until(condition, timeout: float = 30.0, poll: float = 0.02) -> None:
 def test_http_service_validates_serves_and_survives_a_bounded_burst(bed):
     import httpx
 
+    from eat.testbed.auth import KeyRing
     from eat.testbed.bed import make_testbed_scheduler
     from eat.testbed.controller import Controller
+    from eat.testbed.jobs import JobStore
     from eat.testbed.loadtest import run_load_test
     from eat.testbed.service import serve_in_thread
 
     params, preset, workers = bed["params"], bed["preset"], bed["workers"]
     scheduler = make_testbed_scheduler("eft", params, None)
-    server = serve_in_thread(lambda: Controller(preset, workers, scheduler, settings(params), rng=np.random.default_rng(7)))
+    store = JobStore.open(bed["tmp"] / "http-jobs.sqlite3")
+    server = serve_in_thread(
+        lambda: Controller(
+            preset, workers, scheduler, settings(params), rng=np.random.default_rng(7)
+        ),
+        store,
+        params.testbed.service,
+        KeyRing(),  # loopback, open
+    )
     try:
         assert server.url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -349,3 +327,4 @@ def test_http_service_validates_serves_and_survives_a_bounded_burst(bed):
             asyncio.run(run_load_test("http://10.0.0.1:80", bodies, concurrency=1, timeout_s=1))
     finally:
         server.stop()
+        store.close()

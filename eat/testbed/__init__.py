@@ -18,14 +18,21 @@ Modules:
 ``cluster``     start an embedded Ray (loopback only) or join a cluster; the workers
 ``controller``  arrivals, shadow simulator, scheduler decisions, dispatch, faults,
                 records in the simulator's schema
-``service``     FastAPI app and a loopback uvicorn server
+``jobs``        the durable job store (SQLite, WAL mode)
+``jobrunner``   jobs between the store and the controller: admission, results,
+                recovery after a restart
+``admission``   the queue bound and the shadow simulator's forecast of a new job
+``auth``        API keys (hashed), the loopback rule, a per-key rate limit
+``metrics``     Prometheus metrics of the service
+``lifecycle``   the service's process instance: its Ray processes, found and reaped
+``service``     FastAPI app (the HTTP layer) and a uvicorn server in a thread
 ``loadtest``    a bounded burst of HTTP requests and its latency percentiles
 ``stage``       the ``testbed`` DVC stage: testbed vs simulator on one workload
 ==============  ===================================================================
 
-Heavy dependencies (ray, diffusers, fastapi, uvicorn, httpx) are imported lazily, so
-``import eat.testbed`` stays cheap; :func:`require` turns a missing one into an
-error that says what to install.
+Heavy dependencies (ray, diffusers, fastapi, uvicorn, httpx, prometheus-client) are
+imported lazily, so ``import eat.testbed`` stays cheap; :func:`require` turns a missing
+one into an error that says what to install.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ _PROVIDERS = {
     "uvicorn": "uvicorn",
     "httpx": "httpx",
     "PIL": "pillow",
+    "prometheus_client": "prometheus-client",
 }
 
 

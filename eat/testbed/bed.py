@@ -5,10 +5,14 @@ workers, and the simulator preset of that hardware (steps 1-4 of
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import platform
+import signal
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -24,7 +28,14 @@ from eat.devices import (
     resolve_model_size,
 )
 from eat.evaluation.runner import scheduler_rng
-from eat.params import AgentName, Params, PresetConfig, TestbedSection, TestbedSizing
+from eat.params import (
+    AgentName,
+    Params,
+    PresetConfig,
+    TestbedSection,
+    TestbedSizing,
+    repo_params_path,
+)
 from eat.schedulers.base import Scheduler
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
 from eat.stages.paths import model_dir
@@ -102,15 +113,12 @@ def cpu_cores(section: TestbedSection, resolved: Resolved) -> list[tuple[int, ..
     ]
 
 
-def profile_hardware(
-    section: TestbedSection, resolved: Resolved, folders: dict[str, Path]
-) -> pd.DataFrame:
-    """Step 2 of the module docstring: the profile of the workers' hardware (on a CPU
-    testbed whose workers get a core each, on one such core, as a worker runs)."""
-    from eat.profiling.profiler import ProfileRun, run_profile
+def profile_run(section: TestbedSection, resolved: Resolved, folders: dict[str, Path]) -> Any:
+    """The :class:`~eat.profiling.profiler.ProfileRun` of the workers' hardware."""
+    from eat.profiling.profiler import ProfileRun
 
     guided = section.guidance_scale > 1.0
-    run = ProfileRun(
+    return ProfileRun(
         device=resolved.device,
         model_size=resolved.model_size,
         dtype=resolved.dtype,
@@ -126,6 +134,16 @@ def profile_hardware(
         seed=section.workload.seed,
         model_dirs={m: str(folder) for m, folder in folders.items()},
     )
+
+
+def profile_hardware(
+    section: TestbedSection, resolved: Resolved, folders: dict[str, Path]
+) -> pd.DataFrame:
+    """Step 2 of the module docstring: the profile of the workers' hardware (on a CPU
+    testbed whose workers get a core each, on one such core, as a worker runs)."""
+    from eat.profiling.profiler import run_profile
+
+    run = profile_run(section, resolved, folders)
     cores = cpu_cores(section, resolved)
     if not cores:
         return run_profile(run).frame
@@ -181,7 +199,11 @@ def run_async(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def controller_settings(section: TestbedSection, return_images: bool = True) -> ControllerSettings:
+def controller_settings(
+    section: TestbedSection, return_images: bool = True, history: int | None = None
+) -> ControllerSettings:
+    """The controller's settings from ``params.testbed``; ``history``: records kept in
+    memory (None: all, as a replay needs)."""
     return ControllerSettings(
         guidance_scale=section.guidance_scale,
         max_attempts=section.max_attempts,
@@ -191,6 +213,7 @@ def controller_settings(section: TestbedSection, return_images: bool = True) -> 
         hang_min_s=section.hang_min_s,
         ping_timeout_s=section.ping_timeout_s,
         return_images=return_images,
+        history=history,
     )
 
 
@@ -240,9 +263,25 @@ class Testbed:
             cluster.shutdown()
 
 
-def build_testbed(params: Params, work_dir: Path) -> Testbed:
+def _profile_key(section: TestbedSection, resolved: Resolved, folders: dict[str, Path]) -> str:
+    """What a profile measured: the run, this machine, the workers' cores."""
+    run = asdict(profile_run(section, resolved, folders))
+    key = {"run": run, "host": platform.node(), "cores": cpu_cores(section, resolved)}
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def build_testbed(
+    params: Params,
+    work_dir: Path,
+    *,
+    reuse_profile: bool = False,
+    ray_temp_dir: Path | None = None,
+) -> Testbed:
     """Steps 1-4 of the module docstring; writes the profile, catalogue and architecture
-    tables into ``work_dir``."""
+    tables into ``work_dir``. ``reuse_profile``: keep the profile an earlier start wrote
+    into ``work_dir`` when it measured the same run on this machine (a restarted service
+    starts sooner, and its shadow predicts as before the restart). ``ray_temp_dir``: the
+    embedded Ray's temporary folder (None: Ray's default)."""
     from eat.architectures import architecture_table
     from eat.testbed import cluster
     from eat.testbed.worker import ModelSource, WorkerConfig
@@ -266,9 +305,18 @@ def build_testbed(params: Params, work_dir: Path) -> Testbed:
     timings["models_s"] = time.perf_counter() - mark
     # 2. the profile of the same hardware (before any worker competes for the cores)
     mark = time.perf_counter()
-    profile = profile_hardware(section, resolved, folders)
     profile_csv = work_dir / "profile.csv"
-    profile.to_csv(profile_csv, index=False)
+    key_file = work_dir / "profile_key.json"
+    key = _profile_key(section, resolved, folders) if reuse_profile else None
+    reusable = key is not None and profile_csv.is_file() and key_file.is_file()
+    if reusable and key_file.read_text() == key:
+        profile = pd.read_csv(profile_csv)
+        log.info("reusing the profile in %s (same run, same machine)", profile_csv)
+    else:
+        profile = profile_hardware(section, resolved, folders)
+        profile.to_csv(profile_csv, index=False)
+        if key is not None:
+            key_file.write_text(key)
     architecture_csv = work_dir / "architecture.csv"
     architecture_table(resolved.model_size, tuple(resolved.sizing.models)).to_csv(
         architecture_csv, index=False
@@ -283,7 +331,11 @@ def build_testbed(params: Params, work_dir: Path) -> Testbed:
     cores = cpu_cores(section, resolved)
     started_ray = not require("ray").is_initialized()
     info = cluster.start_ray(
-        section.address, section.workers, resolved.device, object_store_mb=section.object_store_mb
+        section.address,
+        section.workers,
+        resolved.device,
+        object_store_mb=section.object_store_mb,
+        temp_dir=ray_temp_dir,
     )
     try:
         sources = {
@@ -352,31 +404,79 @@ def serve(
     port: int,
     models_dir: Path | None = None,
 ) -> None:
-    """Run the HTTP service until interrupted (``eat testbed-serve``)."""
+    """Run the HTTP service until SIGTERM or SIGINT (``eat testbed-serve``).
+
+    In order: the API keys (a non-loopback ``host`` without keys stops here), the job
+    store (owned by this process; ``testbed.service.job_store``, or ``jobs.sqlite3`` in
+    ``work_dir``), the Ray processes earlier instances on this store left behind
+    (killed, :mod:`eat.testbed.lifecycle`), the testbed (its embedded Ray in this
+    instance's own temporary folder), the server. A stop lets running
+    gangs finish (``shutdown_timeout_s``) and shuts Ray down; queued jobs stay in the
+    store for the next start."""
+    from eat.testbed import lifecycle
+    from eat.testbed.auth import access_line, load_keys
+    from eat.testbed.jobs import JobStore
     from eat.testbed.service import serve_in_thread
 
+    section = params.testbed
+    service = section.service
+    keys = load_keys(service.api_keys_env, service.api_keys_file, repo_params_path().parent)
+    access = access_line(host, keys)  # refuses a non-loopback host without keys, first
+    print(f"eat testbed: {access}", flush=True)
+    log.info("%s", access)
     chosen = make_testbed_scheduler(scheduler, params, models_dir)
-    bed = build_testbed(params, work_dir)
+    store_path = Path(service.job_store) if service.job_store else work_dir / "jobs.sqlite3"
+    store = JobStore.open(store_path)
     try:
-        server = serve_in_thread(
-            lambda: Controller(
-                bed.preset,
-                bed.workers,
-                chosen,
-                controller_settings(params.testbed),
-                rng=scheduler_rng(chosen.name, params.testbed.workload.seed),
-            ),
-            host=host,
-            port=port,
+        reaped = lifecycle.reap(store.previous_instances)
+        if reaped:
+            print(f"eat testbed: killed the Ray processes {reaped} an earlier instance left")
+        bed = build_testbed(
+            params,
+            work_dir,
+            reuse_profile=True,
+            ray_temp_dir=None if section.address else lifecycle.ray_temp_dir(store.instance),
         )
-        print(f"eat testbed: {len(bed.workers)} workers; serving on {server.url} (Ctrl-C stops)")
         try:
-            while server.thread.is_alive():
-                server.thread.join(1.0)
-        except KeyboardInterrupt:
-            server.stop()
+            server = serve_in_thread(
+                lambda: Controller(
+                    bed.preset,
+                    bed.workers,
+                    chosen,
+                    controller_settings(section, history=service.recent_tasks),
+                    rng=scheduler_rng(chosen.name, section.workload.seed),
+                ),
+                store,
+                service,
+                keys,
+                host=host,
+                port=port,
+            )
+            print(
+                f"eat testbed: {len(bed.workers)} workers; serving on {server.url}; job store "
+                f"{store.path} (instance {store.instance})",
+                flush=True,
+            )
+            log.info("serving on %s; start-up times (s): %s", server.url, bed.timings)
+
+            def stop(signum: int, frame: Any) -> None:
+                server.server.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                while server.thread.is_alive():
+                    server.thread.join(1.0)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        finally:
+            bed.close()
+            if not section.address:  # Ray's processes exit after shutdown returns
+                stragglers = lifecycle.settle(store.instance)
+                if stragglers:
+                    print(f"eat testbed: killed the Ray processes {stragglers} left at the stop")
     finally:
-        bed.close()
+        store.close()
 
 
 def run_load_test_stage(
@@ -384,6 +484,8 @@ def run_load_test_stage(
 ) -> Any:
     """A bounded burst of HTTP requests against a real uvicorn server on loopback."""
     from eat.testbed import cluster
+    from eat.testbed.auth import KeyRing
+    from eat.testbed.jobs import JobStore
     from eat.testbed.loadtest import run_load_test
     from eat.testbed.service import serve_in_thread
 
@@ -397,11 +499,13 @@ def run_load_test_stage(
             preset,
             workers,
             scheduler,
-            controller_settings(section),
+            controller_settings(section, history=section.service.recent_tasks),
             rng=scheduler_rng(scheduler.name, section.workload.seed),
         )
 
-    server = serve_in_thread(factory)
+    scratch = tempfile.TemporaryDirectory(prefix="eat-load-test-")  # the burst's jobs only
+    store = JobStore.open(Path(scratch.name) / "jobs.sqlite3")
+    server = serve_in_thread(factory, store, section.service, KeyRing())  # loopback, open
     try:
         resolution = min(resolved.sizing.models[spec.model].resolutions)
         bodies = [
@@ -421,4 +525,6 @@ def run_load_test_stage(
         )
     finally:
         server.stop()
+        store.close()
+        scratch.cleanup()
     return report

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -37,10 +38,11 @@ def start_ray(
     *,
     object_store_mb: int = 256,
     log_to_driver: bool = False,
+    temp_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Connect to Ray (:func:`eat.distributed.start_ray`: loopback only, or the cluster
     at ``address``) with one ``eat_edge`` slot per worker; a running connection is
-    reused."""
+    reused. ``temp_dir``: the embedded Ray's temporary folder (None: Ray's default)."""
     gpus = 0
     if not address and device == "cuda":
         gpus = require("torch").cuda.device_count()
@@ -56,6 +58,7 @@ def start_ray(
         object_store_mb=object_store_mb,
         namespace=NAMESPACE,
         log_to_driver=log_to_driver,
+        temp_dir=temp_dir,
     )
     ray = require("ray")
     resources = ray.cluster_resources()

@@ -40,7 +40,13 @@ current, so no accepted task is lost or duplicated; a task still failing after
 itself), is reported failed: never silently dropped.
 
 Records follow :data:`~eat.sim.simulator.RECORD_COLUMNS` (one row per task, its final
-attempt), then testbed columns (measured phases, predictions, attempts).
+attempt), then testbed columns (measured phases, predictions, attempts). A long-running
+service keeps only the latest ``history`` of them (:class:`ControllerSettings`), and the
+shadow's bookkeeping of finished tasks with them, so its memory stays bounded.
+
+**Observers** (:class:`ControllerEvents`, e.g. the job store of
+:mod:`eat.testbed.jobrunner`) hear when a gang starts a task, when a failed gang's task
+goes back to the queue, and when a worker goes down and comes back.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -91,6 +97,26 @@ EXTRA_COLUMNS = [
 
 class TaskFailed(RuntimeError):
     """A task could not be completed (see :attr:`Controller.failures`)."""
+
+
+class TaskCancelled(RuntimeError):
+    """A queued task was cancelled (:meth:`Controller.cancel`)."""
+
+
+class ControllerEvents(Protocol):
+    """What an observer of the controller hears (every call on the controller's loop)."""
+
+    def task_started(self, task_id: int, attempt: int, servers: tuple[int, ...]) -> None:
+        """A gang started ``attempt`` of the task on ``servers``."""
+
+    def task_requeued(self, task_id: int, attempt: int, error: str) -> None:
+        """The gang of ``attempt`` failed; the task is queued again."""
+
+    def server_down(self, server: int) -> None:
+        """A worker died (or hung and was killed) and is out of service."""
+
+    def server_up(self, server: int) -> None:
+        """A worker that was down answers again (Ray restarted it)."""
 
 
 class RequestError(ValueError):
@@ -152,6 +178,8 @@ class ControllerSettings:
     ping_timeout_s: float
     """A hung gang's member that does not answer a ping within this is killed."""
     return_images: bool = True
+    history: int | None = None
+    """Completed tasks whose records stay in memory (None: all, as a replay needs)."""
     clock: Callable[[], float] = field(default=time.monotonic)
 
 
@@ -206,6 +234,24 @@ class Controller:
         self.failures: list[dict[str, Any]] = []
         self.down: set[int] = set()
         self.decision_seconds: list[float] = []
+        self.n_completed = 0
+        self.n_failed = 0
+        self.events: ControllerEvents | None = None
+        self._held = False
+
+    def listen(self, events: ControllerEvents) -> None:
+        """Tell ``events`` what happens from now on (one observer)."""
+        self.events = events
+
+    def hold(self) -> None:
+        """Start no new gang (running ones finish): a stopping service, or a test that
+        needs a queue that does not move."""
+        self._held = True
+
+    def release(self) -> None:
+        """Undo :meth:`hold` and decide at once."""
+        self._held = False
+        self._decide()
 
     # ------------------------------------------------------------------ clock, queries
     def now(self) -> float:
@@ -217,10 +263,11 @@ class Controller:
         return {
             "now": self.now(),
             "queued": len(shadow.queue),
-            "running": sum(1 for p in self._pending.values() if p.running),
+            "running": self.running,
             "pending": len(self._pending),
-            "completed": len(self.records),
-            "failed": len([f for f in self.failures if f["final"]]),
+            "completed": self.n_completed,
+            "failed": self.n_failed,
+            "held": self._held,
             "servers": [
                 {
                     "server": s.server_id,
@@ -257,24 +304,64 @@ class Controller:
         if not request.prompt.strip():
             raise RequestError("prompt", "prompt must not be blank")
 
-    def submit(self, request: TaskRequest, task_id: int | None = None) -> asyncio.Future:
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a gang."""
+        return len(self.shadow.queue)
+
+    @property
+    def running(self) -> int:
+        """Tasks on a gang now."""
+        return sum(1 for p in self._pending.values() if p.running)
+
+    def task_state(self, task_id: int) -> str | None:
+        """``"queued"`` or ``"running"`` for a task not yet finished, else None."""
+        pending = self._pending.get(task_id)
+        if pending is None:
+            return None
+        return "running" if pending.running else "queued"
+
+    def submit(
+        self, request: TaskRequest, task_id: int | None = None, waited_s: float = 0.0
+    ) -> asyncio.Future:
         """Accept a task now; the future resolves to its :class:`TaskResult` (or raises
-        :class:`TaskFailed`). Invalid requests raise :class:`RequestError` and queue nothing."""
+        :class:`TaskFailed`, or :class:`TaskCancelled`). Invalid requests raise
+        :class:`RequestError` and queue nothing. ``waited_s``: how long ago the task
+        really arrived (a job taken over from an earlier controller): its arrival and
+        deadline are that much earlier on this controller's clock."""
         self.validate(request)
+        if waited_s < 0:
+            raise ValueError(f"waited_s must be >= 0, got {waited_s}")
         if task_id is None:
             task_id = self._next_id
         if task_id in self._pending or task_id in self.shadow.tasks:
             raise ValueError(f"task id {task_id} was already submitted")
         self._next_id = max(self._next_id, task_id + 1)
         now = self.now()
-        deadline = now + request.deadline_s if request.deadline_s is not None else float("inf")
-        task = Task(task_id, now, request.model, request.resolution, deadline, None)
+        arrival = now - waited_s
+        deadline = arrival + request.deadline_s if request.deadline_s is not None else float("inf")
+        task = Task(task_id, arrival, request.model, request.resolution, deadline, None)
         future = asyncio.get_running_loop().create_future()
         self._pending[task_id] = _Pending(task, request, future)
         self.shadow.advance_clock(now)
         self.shadow.add_arrival(task)
         self._decide()
         return future
+
+    def cancel(self, task_id: int) -> bool:
+        """Withdraw a queued task (its future raises :class:`TaskCancelled`); False if it
+        is running or unknown."""
+        pending = self._pending.get(task_id)
+        if pending is None or pending.running:
+            return False
+        del self._pending[task_id]
+        self.shadow.queue.remove(pending.task)
+        # count it as finished in the shadow (an open system's bookkeeping only)
+        self.shadow.n_completed += 1
+        self._forget(task_id)
+        pending.future.set_exception(TaskCancelled(f"task {task_id} was cancelled"))
+        pending.future.exception()  # retrieved: nobody need await a cancelled task
+        return True
 
     async def run_tasks(self, tasks: list[Task], prompts: list[str], seed: int) -> list[TaskResult]:
         """Replay a workload: each task is submitted at its arrival time (relative to
@@ -300,7 +387,7 @@ class Controller:
         """Ask the scheduler until it waits or nothing can start (a decision epoch)."""
         shadow = self.shadow
         shadow.advance_clock(self.now())
-        while shadow.has_decision():
+        while shadow.has_decision() and not self._held:
             began = time.perf_counter()
             decision = self.scheduler.decide(shadow)
             elapsed = time.perf_counter() - began
@@ -349,6 +436,8 @@ class Controller:
         leader, *members = (self.workers[i] for i in outcome.servers)
         ref = leader.run_task.remote(spec, members)
         self._spawn(self._await_gang(spec, ref))
+        if self.events is not None:
+            self.events.task_started(spec.task_id, spec.attempt, spec.servers)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -392,8 +481,29 @@ class Controller:
             segments(pending.task, spec.servers, pending.start, finish, result.member_cold_start_s)
         )
         del self._pending[spec.task_id]
+        self.n_completed += 1
+        self._forget(spec.task_id)
         pending.future.set_result(TaskResult(spec.task_id, record, result.png))
         self._decide()
+
+    def _forget(self, task_id: int) -> None:
+        """Bound the memory of a long-running controller (``settings.history``): keep the
+        latest records, and drop the shadow's bookkeeping of a finished task, which no
+        decision reads again."""
+        history = self.settings.history
+        if history is None:
+            return
+        self.shadow.tasks.pop(task_id, None)
+        for log_list in (
+            self.records,
+            self.segments,
+            self.failures,
+            self.decision_seconds,
+            self.shadow.records,
+            self.shadow.segments,
+        ):
+            if len(log_list) > 2 * history:  # trimmed in batches, not at every task
+                del log_list[:-history]
 
     def _record(self, pending: _Pending, result: GangResult, finish: float) -> dict[str, Any]:
         """The task record (the simulator's columns, from measured times) and the
@@ -478,8 +588,12 @@ class Controller:
                 self.down.add(server)
                 self.shadow.set_server_down(server, now + self.settings.expected_restart_s)
                 self._spawn(self._recover(server))
+                if self.events is not None:
+                    self.events.server_down(server)
         if final:
             self._give_up(spec.task_id, f"failed {pending.attempts} times: {message}")
+        elif self.events is not None:
+            self.events.task_requeued(spec.task_id, spec.attempt, message)
         self._decide()
 
     async def _gang_hung(self, spec: TaskSpec, patience: float, predicted: float) -> None:
@@ -535,6 +649,8 @@ class Controller:
         shadow.queue.remove(pending.task)
         # count it as finished in the shadow (an open system's bookkeeping only)
         shadow.n_completed += 1
+        self.n_failed += 1
+        self._forget(task_id)
         pending.future.set_exception(TaskFailed(f"task {task_id}: {message}"))
 
     async def _recover(self, server: int) -> None:
@@ -561,6 +677,8 @@ class Controller:
         self.shadow.set_residency(server, state["resident"])
         self.down.discard(server)
         log.info("server %d is back (pid %s)", server, state["pid"])
+        if self.events is not None:
+            self.events.server_up(server)
         self._decide()
 
     async def _ping(self, server: int) -> dict[str, Any]:
@@ -597,9 +715,11 @@ class Controller:
 __all__ = [
     "EXTRA_COLUMNS",
     "Controller",
+    "ControllerEvents",
     "ControllerSettings",
     "RequestError",
     "SimulationError",
+    "TaskCancelled",
     "TaskFailed",
     "TaskRequest",
     "TaskResult",
