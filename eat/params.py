@@ -476,16 +476,44 @@ class RolloutSettings(_Strict):
     """Dispatches per continuation, the candidate's own included."""
 
 
+class ExactSettings(_Strict):
+    """The exact optimum of small episodes (``eat.schedulers.exact``): a CP-SAT model of
+    the whole episode, solved to proven optimality, that every scheduler is measured
+    against on the same small episodes."""
+
+    presets: list[Literal["edge"]] = Field(min_length=1)
+    """Presets solved exactly. Only ``edge`` is modelled: on ``paper`` the reference rule,
+    not the scheduler, picks the servers from the warm-group state (docs/exact.md)."""
+    tasks: PositiveInt
+    """Tasks per small episode (``workload.total_tasks`` of the small episodes; at most
+    ``queue_window`` and ``avg_wait_window + 1``): the N that solves in seconds."""
+    instances: PositiveInt
+    """Small episodes per arrival rate: workload seeds ``seeds.test[:instances]`` at
+    every rate of ``evaluate.rates``."""
+    time_limit_s: PositiveFloat
+    """Wall-clock limit of one solve (s); a solve stopped by it reports its best
+    schedule, its bound and status ``feasible``."""
+    workers: PositiveInt
+    """CP-SAT search workers (threads) of one solve."""
+    time_unit_s: PositiveFloat
+    """The model's integer time unit (s): arrivals, durations and deadlines are rounded
+    to it, which bounds the replay tolerance (docs/exact.md)."""
+    reward_unit: PositiveFloat
+    """The model's integer reward unit (reward units): the objective's resolution."""
+
+
 class PlannersSection(_Strict):
     """The search-based schedulers: ``rollout`` plans online (future arrivals sampled
     from the preset's workload process); ``clairvoyant`` runs the same search knowing the
     episode's true future: an achievable reference no online scheduler can be expected to
-    beat."""
+    beat; ``exact`` is the proven optimum of small episodes, the yardstick of both."""
 
     rollout: RolloutSettings
     """The online rollout planner."""
     clairvoyant: RolloutSettings
     """The clairvoyant reference (``samples`` is its number of noise draws)."""
+    exact: ExactSettings
+    """The exact optimum of small episodes."""
 
 
 ProfileModel = Literal["sd15", "sdxl"]
