@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -274,6 +275,23 @@ def component_class(component: str) -> type:
         f"component {component!r} is not supported; choose one of "
         "['unet', 'vae', 'text_encoder', 'text_encoder_2']"
     )
+
+
+def component_folder(model_folder: Path, component: str) -> Path:
+    """Where a model folder keeps one component (diffusers' layout: ``<folder>/unet``,
+    ``<folder>/vae``, ``<folder>/text_encoder``...)."""
+    return Path(model_folder) / component
+
+
+def load_component(component: str, folder: Path, dtype: Any) -> Any:
+    """``from_pretrained`` of one saved component (``folder`` is its own folder), local
+    files only, in ``dtype``: the one loader of the profiler's cold starts and of the
+    testbed's workers (transformers names the dtype argument ``dtype``, diffusers
+    ``torch_dtype``)."""
+    cls = component_class(component)
+    if component.startswith("text_encoder"):
+        return cls.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    return cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
 
 
 def build_component(model: str, component: str, size: ModelSize) -> Any:

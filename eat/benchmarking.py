@@ -62,5 +62,7 @@ def report(
         names.append(headline)
     for name in names:
         value = results[name]
-        print(f"RESULT {name}={value:.6g}" if isinstance(value, float) else f"RESULT {name}={value}")
+        print(
+            f"RESULT {name}={value:.6g}" if isinstance(value, float) else f"RESULT {name}={value}"
+        )
     return path

@@ -25,7 +25,9 @@ def resolve_device(choice: DeviceChoice | str, *, has_cuda: bool | None = None) 
     """``auto``: CUDA when available (``has_cuda``, default: torch's answer), else CPU;
     ``cuda`` without a CUDA device is an error."""
     if choice not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device {choice!r} is not supported; choose one of ['auto', 'cpu', 'cuda']")
+        raise ValueError(
+            f"device {choice!r} is not supported; choose one of ['auto', 'cpu', 'cuda']"
+        )
     if choice == "cpu":
         return "cpu"
     available = cuda_available() if has_cuda is None else has_cuda
@@ -51,7 +53,9 @@ def resolve_dtype(choice: DTypeChoice | str, device: Device) -> DType:
 def resolve_model_size(choice: ModelSizeChoice | str, device: Device) -> ModelSize:
     """``auto``: the real architectures on CUDA, the tiny ones on CPU."""
     if choice not in ("auto", "real", "tiny"):
-        raise ValueError(f"model size {choice!r} is not supported; choose one of ['auto', 'real', 'tiny']")
+        raise ValueError(
+            f"model size {choice!r} is not supported; choose one of ['auto', 'real', 'tiny']"
+        )
     if choice == "auto":
         return "real" if device == "cuda" else "tiny"
     return cast(ModelSize, choice)

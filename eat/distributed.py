@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -94,3 +96,17 @@ def start_ray(
                 f"{LOCAL_ONLY_ENV}=0 in the environment before starting Python"
             )
     return started
+
+
+@contextmanager
+def ray_session(
+    enabled: bool, address: str | None, *, num_cpus: int | None = None
+) -> Iterator[None]:
+    """Ray for the duration of a block (when ``enabled``): started once, so that the
+    sweeps inside reuse its workers, and shut down after the block if this started it."""
+    started = start_ray(address, num_cpus=num_cpus) if enabled else False
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()

@@ -38,6 +38,7 @@ __all__ = [
     "scheduler_palette",
 ]
 
+
 def _select_preset(aggregated: pd.DataFrame, preset: str, columns: Sequence[str]) -> pd.DataFrame:
     required = ["preset", "scheduler", "rate", *columns]
     missing = [c for c in required if c not in aggregated.columns]
@@ -404,4 +405,178 @@ def ablation_figure(
         low = min(lows)
         ax.set_ylim(bottom=max(0.0, low - 0.15 * (max(highs) - low + 1e-9)))
     fig.suptitle("Ablation (mean over the arrival-rate sweep, 95% CI)")
+    return finish(fig, path)
+
+
+def gap_closed_vs_rate(
+    aggregated: pd.DataFrame, preset: str, reference: str, path: str | Path | None = None
+) -> Figure:
+    """Every scheduler as a percentage of the reference against the rate: the share of
+    the gap from Random (0%) to the reference (100%) it closes, on reward (left) and on
+    latency (right), with the paired-bootstrap intervals."""
+    fig, axes = new_figure_grid((13.0, 4.8), 1, 2)
+    for ax, metric, title in (
+        (axes[0, 0], "reward_gap_closed", "mean reward"),
+        (axes[0, 1], "latency_gap_closed", "mean latency"),
+    ):
+        frame = _select_preset(
+            aggregated, preset, [metric, f"{metric}_ci_low", f"{metric}_ci_high"]
+        )
+        palette = scheduler_palette(frame["scheduler"])
+        for scheduler, group in frame.groupby("scheduler", sort=True):
+            group = group.sort_values("rate")
+            values = 100 * group[metric].to_numpy(float)
+            low = 100 * group[f"{metric}_ci_low"].to_numpy(float)
+            high = 100 * group[f"{metric}_ci_high"].to_numpy(float)
+            ax.errorbar(
+                group["rate"],
+                values,
+                yerr=[np.maximum(values - low, 0), np.maximum(high - values, 0)],
+                color=palette[scheduler],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=scheduler,
+            )
+        ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+        ax.axhline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("arrival rate (tasks/s)")
+        ax.set_ylabel(f"% of the gap random -> {reference} closed")
+        ax.set_title(f"{preset}: {title}")
+    outside_legend(axes[0, 1])
+    return finish(fig, path)
+
+
+def slo_attainment(table: pd.DataFrame, preset: str, path: str | Path | None = None) -> Figure:
+    """SLO attainment of every scheduler against the SLO scale (left, at the middle rate)
+    and against the arrival rate (right, at the load sweep's scale), with intervals."""
+    frame = table[table["preset"] == preset]
+    if frame.empty:
+        raise ValueError(
+            f"preset {preset!r} not in the SLO table; have {sorted(table['preset'].unique())}"
+        )
+    palette = scheduler_palette(frame["scheduler"])
+    fig, axes = new_figure_grid((13.0, 4.8), 1, 2)
+    for ax, sweep, x, label in (
+        (axes[0, 0], ("scale", "both"), "slo_scale", "SLO scale (x standalone latency)"),
+        (axes[0, 1], ("load", "both"), "rate", "arrival rate (tasks/s)"),
+    ):
+        part = frame[frame["sweep"].isin(sweep)]
+        for scheduler, group in part.groupby("scheduler", sort=True):
+            group = group.sort_values(x)
+            y = 100 * group["deadline_attainment"].to_numpy(float)
+            low = 100 * group["deadline_attainment_ci_low"].to_numpy(float)
+            high = 100 * group["deadline_attainment_ci_high"].to_numpy(float)
+            ax.errorbar(
+                group[x],
+                y,
+                yerr=[np.maximum(y - low, 0), np.maximum(high - y, 0)],
+                color=palette[scheduler],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=scheduler,
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel("SLO attainment (% of tasks)")
+        ax.set_ylim(-2, 102)
+    axes[0, 0].set_title(f"{preset}: against the SLO scale")
+    axes[0, 1].set_title(f"{preset}: against the load")
+    outside_legend(axes[0, 1])
+    return finish(fig, path)
+
+
+def robust_statistics_figure(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
+    """Per preset: the IQM of each scheduler's normalised reward (0: random, 1: the
+    reference) and its probability of improvement over the best heuristic, with the
+    stratified-bootstrap intervals."""
+    presets = list(dict.fromkeys(table["preset"]))
+    fig, axes = new_figure_grid(
+        (12.0, 2.2 + 0.9 * len(presets) * table["scheduler"].nunique() / 3), 1, 2
+    )
+    labels = [f"{p} / {s}" for p, s in zip(table["preset"], table["scheduler"], strict=True)]
+    y = np.arange(len(table))
+    for ax, column, title, line in (
+        (axes[0, 0], "iqm", "IQM of the normalised reward", 1.0),
+        (axes[0, 1], "probability_of_improvement", "P(better than the best heuristic)", 0.5),
+    ):
+        values = table[column].to_numpy(float)
+        errors = [values - table[f"{column}_ci_low"], table[f"{column}_ci_high"] - values]
+        ax.errorbar(values, y, xerr=np.maximum(errors, 0), fmt="o", capsize=3, color="tab:blue")
+        ax.axvline(line, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    return finish(fig, path)
+
+
+def generalisation_figure(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
+    """Per training preset: each learned agent's mean reward relative to the best
+    heuristic on every scenario (0: as good as the best heuristic), with its crossed
+    bootstrap interval; a scenario an agent cannot read is marked ``n/a``. The best
+    heuristic's name is beside each scenario."""
+    required = {"preset", "scenario", "rate", "scheduler", "learned", "applicable"}
+    missing = sorted(required - set(table.columns))
+    if missing:
+        raise ValueError(f"generalisation table is missing column(s) {missing}")
+    presets = list(dict.fromkeys(table["preset"]))
+    learned = table[table["learned"].astype(bool)]
+    agents = list(dict.fromkeys(learned["scheduler"]))
+    palette = scheduler_palette(agents)
+    heights = [
+        learned[learned["preset"] == p][["scenario", "rate"]].drop_duplicates().shape[0]
+        for p in presets
+    ]
+    fig, axes = new_figure_grid((10.0, 1.5 + 0.45 * max(heights, default=1)), 1, len(presets))
+    offsets = np.linspace(-0.25, 0.25, max(len(agents), 1))
+    for ax, preset in zip(axes[0], presets, strict=True):
+        rows = learned[learned["preset"] == preset]
+        points = list(dict.fromkeys(zip(rows["scenario"], rows["rate"], strict=True)))
+        best = (
+            table[table["preset"] == preset].groupby(["scenario", "rate"])["best_heuristic"].first()
+        )
+        for offset, agent in zip(offsets, agents, strict=True):
+            for y, (scenario, rate) in enumerate(points):
+                row = rows[
+                    (rows["scheduler"] == agent)
+                    & (rows["scenario"] == scenario)
+                    & (rows["rate"] == rate)
+                ]
+                if row.empty:
+                    continue
+                record = row.iloc[0]
+                if not record["applicable"] or pd.isna(record["reward_relative"]):
+                    ax.text(
+                        0.99,  # at the right edge (axes coordinates), whatever the range
+                        y + offset,
+                        "n/a",
+                        transform=ax.get_yaxis_transform(),
+                        color=palette[agent],
+                        fontsize=7,
+                        ha="right",
+                        va="center",
+                    )
+                    continue
+                value = 100.0 * record["reward_relative"]
+                low = 100.0 * record["reward_relative_ci_low"]
+                high = 100.0 * record["reward_relative_ci_high"]
+                ax.errorbar(
+                    value,
+                    y + offset,
+                    xerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]],
+                    fmt="o",
+                    capsize=2,
+                    color=palette[agent],
+                )
+        labels = [
+            f"{scenario} @ {rate:g}\n(best: {best[(scenario, rate)]})" for scenario, rate in points
+        ]
+        ax.set_yticks(range(len(points)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0.0, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("reward relative to the best heuristic (%)")
+        ax.set_title(f"trained on {preset}")
+    handles = [Line2D([], [], marker="o", linestyle="", color=palette[a], label=a) for a in agents]
+    if handles:
+        outside_legend(axes[0, -1], handles=handles)
     return finish(fig, path)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from eat.evaluation.metrics import episode_metrics
 from eat.params import PresetConfig
@@ -90,9 +88,7 @@ def simulate(
             sim.dispatch(decision)
             ongoing = sim.advance()
     if len(sim.records) != len(sim.tasks):
-        raise RuntimeError(
-            f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran"
-        )
+        raise RuntimeError(f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran")
     return decision_seconds
 
 
@@ -118,39 +114,3 @@ def warm_floor_latency(preset: PresetConfig, rate: float, seed: int, steps: int)
             best = min(best, timing.duration(steps))
         latencies.append(best)
     return float(np.mean(latencies))
-
-
-def sweep(
-    preset_name: str,
-    preset: PresetConfig,
-    schedulers: Sequence[str],
-    make_scheduler: Callable[[str], Scheduler],
-    rates: Iterable[float],
-    seeds: Sequence[int],
-    *,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, float, int], EpisodeResult]]:
-    """Every scheduler x rate x seed on identical workloads.
-
-    Returns one row of metrics per episode, the concatenated task records (with
-    preset, scheduler, rate and seed columns), and the raw results by
-    (scheduler, rate, seed) for figures such as the Gantt chart."""
-    rates = list(rates)
-    sim = Simulator(preset)
-    rows, task_frames, results = [], [], {}
-    runs = [(name, rate, seed) for name in schedulers for rate in rates for seed in seeds]
-    for name, rate, seed in tqdm(runs, desc=f"evaluate {preset_name}", disable=not progress):
-        result = run_episode(preset, make_scheduler(name), rate, seed, sim=sim)
-        rows.append(
-            {
-                "preset": preset_name,
-                "scheduler": name,
-                "rate": rate,
-                "seed": seed,
-                **result.metrics(),
-            }
-        )
-        frame = result.tasks.assign(preset=preset_name, scheduler=name, rate=rate, seed=seed)
-        task_frames.append(frame)
-        results[(name, rate, seed)] = result
-    return pd.DataFrame(rows), pd.concat(task_frames, ignore_index=True), results

@@ -15,53 +15,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from eat.evaluation.runner import sweep
 from eat.params import PresetConfig
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
-from eat.stages.paths import model_dir
-
-
-def evaluate_trained(
-    preset_name: str,
-    preset: PresetConfig,
-    agent: str,
-    models_dir: Path,
-    train_seeds: Sequence[int],
-    rates: Sequence[float],
-    test_seeds: Sequence[int],
-    *,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every trained policy of ``agent`` on every rate x test seed; rows carry
-    ``train_seed``. Raises FileNotFoundError naming the missing model."""
-    from eat.schedulers.rl.agent import load_scheduler  # torch only when agents are evaluated
-
-    episode_frames, task_frames = [], []
-    for train_seed in train_seeds:
-        directory = model_dir(models_dir, preset_name, agent, train_seed)
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no trained {agent!r} on preset {preset_name!r} with training seed "
-                f"{train_seed} at {directory}; run the train stage (dvc repro train) first"
-            )
-        scheduler = load_scheduler(directory, name=agent)
-        episodes, tasks, _ = sweep(
-            preset_name,
-            preset,
-            [agent],
-            lambda _name, scheduler=scheduler: scheduler,
-            rates,
-            test_seeds,
-            progress=progress,
-        )
-        episode_frames.append(episodes.assign(train_seed=train_seed))
-        task_frames.append(tasks.assign(train_seed=train_seed))
-    return pd.concat(episode_frames, ignore_index=True), pd.concat(task_frames, ignore_index=True)
 
 
 def crossed_bootstrap_ci(
@@ -151,7 +110,9 @@ def paper_structural_floor(
             warm = latency.gang_timing(task.model, task.resolution, gpus[:size], [True] * size)
             total += warm.duration(steps)
             first_of_size.setdefault(size, task.model)
-        total += sum(latency.cold_start_s(first_of_size[size], size) for size in sorted(first_of_size))
+        total += sum(
+            latency.cold_start_s(first_of_size[size], size) for size in sorted(first_of_size)
+        )
         floors.append(total / len(workload))
     mean_latency = float(tasks["latency"].mean())
     return {
@@ -167,6 +128,5 @@ def paper_structural_floor(
 __all__ = [
     "aggregate_crossed",
     "crossed_bootstrap_ci",
-    "evaluate_trained",
     "paper_structural_floor",
 ]

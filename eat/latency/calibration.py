@@ -179,8 +179,7 @@ class CalibratedLatency:
         anchor, target = self.catalogue.spec(self.anchor), self.catalogue.spec(gpu)
         mu = self.memory_share if memory_share is None else memory_share
         weights = {
-            model: self.architecture_value(model, "unet", "fp16_bytes")
-            for model in COMPONENTS
+            model: self.architecture_value(model, "unet", "fp16_bytes") for model in COMPONENTS
         }
         return Scaling(
             weights_s_anchor={
@@ -258,7 +257,8 @@ class CalibratedLatency:
                     )
                     if reference is None:
                         continue
-                    ratio = self.architecture_value(model, component, "params"
+                    ratio = self.architecture_value(
+                        model, component, "params"
                     ) / self.architecture_value(model, "text_encoder", "params")
                     seconds = reference * ratio
                 total += seconds

@@ -23,7 +23,6 @@ from eat.data import data_path
 StepMode = Literal["eager", "cuda_graph"]
 
 
-
 @dataclass(frozen=True)
 class Curve:
     """``c0 + f c1 x + c2 x^2`` seconds, with ``x`` in millions (of pixels).

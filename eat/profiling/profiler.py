@@ -51,7 +51,8 @@ from eat.architectures import (
     ModelSize,
     build_component,
     check_model,
-    component_class,
+    component_folder,
+    load_component,
     parameter_count,
     patch_shape,
     unet_inputs,
@@ -339,8 +340,11 @@ class Profiler:
         folder = self.config.model_dirs.get(model)
         began = time.perf_counter()
         if folder:
-            module = self._from_pretrained(component, Path(folder) / component)
-            op, extra = "load_pretrained", {"bytes": disk_bytes(Path(folder) / component)}
+            module = self._from_pretrained(component, component_folder(Path(folder), component))
+            op, extra = (
+                "load_pretrained",
+                {"bytes": disk_bytes(component_folder(Path(folder), component))},
+            )
         else:
             torch.manual_seed(self.config.seed)
             with torch.device(self.device):
@@ -360,12 +364,7 @@ class Profiler:
         return module
 
     def _from_pretrained(self, component: str, folder: Path) -> Any:
-        cls = component_class(component)
-        if component.startswith("text_encoder"):
-            module = cls.from_pretrained(folder, dtype=self.dtype, local_files_only=True)
-        else:
-            module = cls.from_pretrained(folder, torch_dtype=self.dtype, local_files_only=True)
-        return module.to(self.device)
+        return load_component(component, folder, self.dtype).to(self.device)
 
     # -- measurements -----------------------------------------------------------------
     def profile_steps(self, model: str, unet: Any) -> None:
@@ -462,9 +461,9 @@ class Profiler:
         folder = self.config.model_dirs.get(model)
         save_seconds = None
         if folder:
-            path = Path(folder) / component
+            path = component_folder(Path(folder), component)
         else:
-            path = work_dir / model / component
+            path = component_folder(work_dir / model, component)
             began = time.perf_counter()
             module.save_pretrained(path, safe_serialization=True)
             save_seconds = time.perf_counter() - began

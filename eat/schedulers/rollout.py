@@ -116,6 +116,7 @@ class RolloutScheduler(Scheduler):
                 FUTURE_ID_OFFSET + sim.n_arrived,
                 np.random.default_rng(seed),
                 sim.nominal_latency,
+                sim.standalone_latency,
             )
             draws.append((tasks, seed))
         return draws

@@ -1,10 +1,14 @@
 """The reward of a dispatch: one formula for the simulator and the testbed.
 
-``r = min(cap, scale / (avg_wait + duration + wait)) + quality_weight * q(steps)
-- deadline_penalty * [missed]``, generalising the EAT reference's reward: ``wait`` is
-the task's own waiting time, ``duration`` its service time, ``avg_wait`` the mean
-waiting time of the first ``avg_wait_window`` tasks still queued after it leaves (the
-congestion it leaves behind), ``missed`` whether it finishes after its deadline.
+``objective: latency`` (the default): ``r = min(cap, scale / (avg_wait + duration +
+wait)) + quality_weight * q(steps) - deadline_penalty * [missed]``, generalising the EAT
+reference's reward: ``wait`` is the task's own waiting time, ``duration`` its service
+time, ``avg_wait`` the mean waiting time of the first ``avg_wait_window`` tasks still
+queued after it leaves (the congestion it leaves behind), ``missed`` whether it
+finishes after its deadline.
+
+``objective: slo``: ``r = slo_met_reward * [not missed] + slo_quality_weight * q(steps)``:
+what serving systems measured by SLO attainment maximise, quality breaking ties.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ def dispatch_reward(
     missed: bool,
 ) -> float:
     """The reward of one dispatch (module docstring)."""
+    if config.objective == "slo":
+        return (0.0 if missed else config.slo_met_reward) + config.slo_quality_weight * quality
     latency_term = config.latency_scale / max(avg_wait + duration + wait, 1e-9)
     reward = min(config.latency_cap, latency_term)
     reward += config.quality_weight * quality
@@ -49,6 +55,16 @@ def rewards_over_steps(
     duration is ``setup_s + steps * step_s + tail_s``, computed in the same order (the
     same floats) without a call per value: schedulers that search steps ask this for
     every candidate gang. ``quality[s]`` is the quality of ``s`` steps."""
+    if config.objective == "slo":
+        met, weight = config.slo_met_reward, config.slo_quality_weight
+        return [
+            (
+                count,
+                (0.0 if now + setup_s + count * step_s + tail_s > deadline else met)
+                + weight * quality[count],
+            )
+            for count in steps
+        ]
     scale, cap = config.latency_scale, config.latency_cap
     weight, penalty = config.quality_weight, config.deadline_penalty
     rewards = []

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import copy
 import heapq
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -165,8 +167,23 @@ class Simulator:
                 raise SimulationError(
                     f"task {task.task_id} arrives at negative time {task.arrival}"
                 )
+            self._check_task(task)
             self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
         self._process_instant()
+
+    def _check_task(self, task: Task) -> None:
+        """A task this preset can run: a model it serves, its own steps (if any) in range."""
+        if task.model not in self.preset.models:
+            raise SimulationError(
+                f"task {task.task_id}: model {task.model!r} is not in the preset; choose "
+                f"one of {sorted(self.preset.models)}"
+            )
+        preset = self.preset
+        if task.steps is not None and not preset.min_steps <= task.steps <= preset.max_steps:
+            raise SimulationError(
+                f"task {task.task_id} asks for {task.steps} steps, outside the preset's "
+                f"[{preset.min_steps}, {preset.max_steps}]"
+            )
 
     def _schedule(self, time: SimTime, priority: int, kind: str, payload: object) -> None:
         if time < self.now:
@@ -246,10 +263,10 @@ class Simulator:
         while events and events[0][0] <= self.now:
             _, _, _, kind, payload = heapq.heappop(events)
             if kind == EVENT_ARRIVAL:
-                self.queue.append(payload)  # type: ignore[arg-type]
+                self.queue.append(cast(Task, payload))
                 self.n_arrived += 1
             elif kind == EVENT_COMPLETION:
-                self._complete(payload)  # type: ignore[arg-type]
+                self._complete(cast(int, payload))
             # EVENT_LOAD_DONE needs no state change: residency is booked at dispatch
             # so that no other task can evict a model while it loads.
 
@@ -332,6 +349,14 @@ class Simulator:
             seen.add(need)
         return False
 
+    def steps_range(self, task: Task) -> range:
+        """The steps a dispatch of ``task`` may use: its own when it has them (a trace's
+        request; as the ``paper`` preset's tasks have their own gang size), else
+        ``[min_steps, max_steps]``."""
+        if task.steps is not None:
+            return range(task.steps, task.steps + 1)
+        return range(self.preset.min_steps, self.preset.max_steps + 1)
+
     def dispatchable(self) -> list[Task]:
         return [task for task in self.window() if self.can_dispatch(task)]
 
@@ -362,6 +387,11 @@ class Simulator:
         if not self.preset.min_steps <= dispatch.steps <= self.preset.max_steps:
             raise SimulationError(
                 f"steps {dispatch.steps} outside [{self.preset.min_steps}, {self.preset.max_steps}]"
+            )
+        if task.steps is not None and dispatch.steps != task.steps:
+            raise SimulationError(
+                f"task {task.task_id} asks for {task.steps} steps (its own); the dispatch "
+                f"has {dispatch.steps}"
             )
         if dispatch.servers is None:
             sizes = self.placement.gang_sizes(task)
@@ -522,11 +552,7 @@ class Simulator:
             raise SimulationError(
                 f"task {task.task_id} arrives at {task.arrival}, after now {self.now}"
             )
-        if task.model not in self.preset.models:
-            raise SimulationError(
-                f"task {task.task_id}: model {task.model!r} is not in the preset; choose one "
-                f"of {sorted(self.preset.models)}"
-            )
+        self._check_task(task)
         self.tasks[task.task_id] = task
         self.queue.append(task)
         self.n_arrived += 1
@@ -609,19 +635,60 @@ class Simulator:
         """Time of the last completion so far."""
         return max((record[9] for record in self.records), default=0.0)
 
-    def nominal_latency(self, model: str, resolution: int) -> float:
-        """Deadline reference: warm latency on one ``reference_gpu`` server."""
-        deadline = self.preset.workload.deadline
-        return self.latency.nominal_latency_s(
-            model, resolution, deadline.reference_gpu, deadline.reference_steps
+    def standalone_latency(
+        self, model: str, resolution: int, gang_size: int | None, steps: int | None = None
+    ) -> float:
+        """The SLO reference of a task: warm, on an empty cluster, on the fastest gang it
+        could get (of its fixed size, or any size the cluster can host), at ``steps`` (a
+        task's own) or else the preset's ``reference_steps``."""
+        if steps is None:
+            steps = self.preset.workload.deadline.reference_steps
+        probe = Task(-1, 0.0, model, resolution, math.inf, gang_size)
+        capable = sorted(
+            (self.server_specs[i] for i in self.placement.capable(probe, free_only=False)),
+            key=lambda spec: -spec[1],
         )
+        best = math.inf
+        for size in self.placement.gang_sizes(probe):
+            if size <= len(capable):
+                gpus = [gpu for gpu, _, _ in capable[:size]]
+                timing = self.latency.gang_timing(model, resolution, gpus, [True] * size)
+                best = min(best, timing.duration(steps))
+        if best == math.inf:
+            raise SimulationError(f"no server of the cluster can hold {model!r}")
+        return best
+
+    def latency_scale(self) -> SimTime:
+        """The preset's own time scale: the mean standalone latency
+        (:meth:`standalone_latency`) of its workload's tasks, each model by its share,
+        its resolutions and (fixed) gang sizes uniformly. Observations measure time in it."""
+        workload = self.preset.workload
+        total = sum(mix.share for mix in workload.models.values())
+        gangs = workload.gang_sizes or [None]
+        mean = 0.0
+        for model, mix in workload.models.items():
+            for resolution in mix.resolutions:
+                for gang in gangs:
+                    weight = mix.share / total / len(mix.resolutions) / len(gangs)
+                    mean += weight * self.standalone_latency(model, resolution, gang)
+        return mean
+
+    def nominal_latency(self, model: str, resolution: int, steps: int | None = None) -> float:
+        """Deadline reference: warm latency on one ``reference_gpu`` server at ``steps`` (a
+        task's own) or else the preset's ``reference_steps``."""
+        deadline = self.preset.workload.deadline
+        if steps is None:
+            steps = deadline.reference_steps
+        return self.latency.nominal_latency_s(model, resolution, deadline.reference_gpu, steps)
 
 
 def make_tasks(sim: Simulator, rate: float, rng: np.random.Generator) -> list[Task]:
     """Draw an episode's workload for ``sim``'s preset."""
     from eat.sim.workload import generate_tasks
 
-    return generate_tasks(sim.preset.workload, rate, rng, sim.nominal_latency)
+    return generate_tasks(
+        sim.preset.workload, rate, rng, sim.nominal_latency, sim.standalone_latency
+    )
 
 
 def episode_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:

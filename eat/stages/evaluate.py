@@ -1,14 +1,16 @@
 """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep.
 
 Heuristics run every test seed (``seeds.test[:evaluate.n_seeds]``) at every rate, on
-identical workloads; the learned agents (:data:`eat.schedulers.rl.AGENTS`) run from the
-``train`` stage's models, every training seed on the same test seeds, and get crossed
-bootstrap intervals (:mod:`eat.evaluation.trained`).
+identical workloads; the learned agents (:data:`eat.schedulers.rl.LEARNED_AGENTS`, the
+third-party learners included) run from the ``train`` stage's models, every training seed
+on the same test seeds, and get crossed bootstrap intervals (:mod:`eat.evaluation.trained`).
 
 :func:`evaluate_preset` computes one preset's episodes, task records and aggregate;
 :func:`learned_reports` the comparisons of the learned agents (reduction of ``eat``
 against every other scheduler, the structural floor of ``paper``, the ablation);
-:func:`run` writes them, draws the figures and returns the DVC metrics.
+:func:`generalisation_report` the generalisation tests (``evaluate.generalisation``,
+:mod:`eat.evaluation.generalisation`); :func:`run` writes them, draws the figures and
+returns the DVC metrics.
 """
 
 from __future__ import annotations
@@ -22,12 +24,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eat.distributed import ray_session
 from eat.evaluation import figures, trained
-from eat.evaluation.metrics import aggregate, metrics_json, reduction_table
-from eat.evaluation.runner import EpisodeResult, sweep, warm_floor_latency
-from eat.params import Params
-from eat.schedulers import make_scheduler
-from eat.schedulers.rl import AGENTS
+from eat.evaluation.generalisation import generalisation_metrics, generalisation_table
+from eat.evaluation.metrics import (
+    aggregate,
+    gap_closed,
+    metrics_json,
+    reduction_table,
+    robust_statistics,
+)
+from eat.evaluation.runner import EpisodeResult, warm_floor_latency
+from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
+from eat.params import Params, PresetConfig
+from eat.schedulers import SCHEDULERS
+from eat.schedulers.rl import LEARNED_AGENTS
 from eat.sim.simulator import Simulator
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths
@@ -46,6 +57,8 @@ REPORTED_METRICS = [
     "reward_mean",
     "deadline_attainment",
     "utilisation",
+    "reward_gap_closed",
+    "latency_gap_closed",
 ]
 #: Wall-clock measurements of this machine: kept apart (decision_times.csv) from the
 #: results, which the seeds determine and a repro reproduces bitwise.
@@ -58,6 +71,8 @@ def split_timings(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     timing = [column for column in frame.columns if column.startswith(TIMING_PREFIX)]
     keys = [column for column in frame.columns if column in {*KEYS, "seed", "train_seed"}]
     return frame.drop(columns=timing), frame[keys + timing]
+
+
 ABLATION_BASE = {"eat": "eat: attention + diffusion K=10", "d2sac": "MLP + diffusion K=10"}
 
 
@@ -67,7 +82,7 @@ class PresetEvaluation:
 
     name: str
     episodes: pd.DataFrame
-    """One row of metrics per episode (agents: per training seed too)."""
+    """One row of metrics per episode (learned agents: per training seed too)."""
     tasks: pd.DataFrame
     """Every task record, with preset, scheduler, rate and seed columns."""
     aggregated: pd.DataFrame
@@ -78,6 +93,17 @@ class PresetEvaluation:
     """The heuristics' raw episodes, by (scheduler, rate, seed)."""
 
 
+def sweep_settings(params: Params) -> dict[str, Any]:
+    """How the evaluation's sweeps run (``evaluate.parallel``, ``ray_address``,
+    ``num_cpus``)."""
+    config = params.evaluate
+    return {
+        "parallel": config.parallel,
+        "ray_address": config.ray_address,
+        "num_cpus": config.num_cpus,
+    }
+
+
 def evaluate_preset(
     params: Params, name: str, models_dir: Path, *, progress: bool = True
 ) -> PresetEvaluation:
@@ -86,54 +112,50 @@ def evaluate_preset(
     preset = params.env.preset(name)
     rates = config.rates[name]
     seeds = params.seeds.test[: config.n_seeds]
-    heuristics = [scheduler for scheduler in config.schedulers if scheduler not in AGENTS]
-    agents = [scheduler for scheduler in config.schedulers if scheduler in AGENTS]
+    learned = [scheduler for scheduler in config.schedulers if scheduler in LEARNED_AGENTS]
+    others = [scheduler for scheduler in config.schedulers if scheduler not in LEARNED_AGENTS]
+    train_seeds = params.seeds.train[: params.train.n_seeds]
+    jobs = grid(others, rates, seeds) + grid(learned, rates, seeds, train_seeds)
     started = time.perf_counter()
-    episodes, tasks, results = sweep(
+    swept = run_sweep(
         name,
         preset,
-        heuristics,
-        lambda scheduler: make_scheduler(scheduler, params.schedulers),
-        rates,
-        seeds,
+        jobs,
+        SchedulerFactory(params, name, models_dir),
         progress=progress,
+        **sweep_settings(params),
     )
-    log.info("preset %s: %d episodes in %.1f s", name, len(episodes), time.perf_counter() - started)
+    log.info("preset %s: %d episodes in %.1f s", name, len(jobs), time.perf_counter() - started)
+    is_learned = swept.episodes["scheduler"].isin(learned)
+    episodes = swept.episodes[~is_learned].drop(columns="train_seed", errors="ignore")
     aggregated = aggregate(
-        episodes, confidence=config.confidence, n_resamples=config.bootstrap_resamples, seed=seeds[0]
+        episodes,
+        confidence=config.confidence,
+        n_resamples=config.bootstrap_resamples,
+        seed=seeds[0],
     )
-    if agents:
+    if learned:
         metric_columns = [
             column.removesuffix("_ci_low")
             for column in aggregated.columns[aggregated.columns.str.endswith("_ci_low")]
         ]
-        train_seeds = params.seeds.train[: params.train.n_seeds]
-        agent_episodes, agent_tasks = [], []
-        for agent in agents:
-            started = time.perf_counter()
-            frame, task_frame = trained.evaluate_trained(
-                name, preset, agent, models_dir, train_seeds, rates, seeds, progress=progress
-            )
-            log.info(
-                "preset %s: %s, %d episodes in %.1f s",
-                name,
-                agent,
-                len(frame),
-                time.perf_counter() - started,
-            )
-            agent_episodes.append(frame)
-            agent_tasks.append(task_frame)
-        agent_frame = pd.concat(agent_episodes, ignore_index=True)
         crossed = trained.aggregate_crossed(
-            agent_frame,
+            swept.episodes[is_learned],
             metric_columns,
             confidence=config.confidence,
             n_resamples=config.bootstrap_resamples,
             seed=seeds[0],
         )
         aggregated = pd.concat([aggregated, crossed], ignore_index=True)
-        episodes = pd.concat([episodes, agent_frame], ignore_index=True)
-        tasks = pd.concat([tasks, *agent_tasks], ignore_index=True)
+    gaps = gap_closed(
+        swept.episodes,
+        baseline="random",
+        reference=config.reference,
+        confidence=config.confidence,
+        n_resamples=config.bootstrap_resamples,
+        seed=seeds[0],
+    )
+    aggregated = aggregated.merge(gaps, on=KEYS, how="left", validate="one_to_one")
     floor = pd.DataFrame(
         {
             "preset": name,
@@ -151,7 +173,12 @@ def evaluate_preset(
             ],
         }
     )
-    return PresetEvaluation(name, episodes, tasks, aggregated, floor, results)
+    results = {
+        (job.scheduler, job.rate, job.seed): result
+        for job, result in swept.results.items()
+        if job.train_seed is None
+    }
+    return PresetEvaluation(name, swept.episodes, swept.tasks, aggregated, floor, results)
 
 
 @dataclass
@@ -209,11 +236,17 @@ def learned_reports(
             & episodes["train_seed"].isin(train_seeds)
         ]
     ]
+    variants = list(ablation.variants)
+    swept = run_sweep(
+        name,
+        preset,
+        grid(variants, rates, seeds, train_seeds),
+        SchedulerFactory(params, name, models_dir),
+        progress=progress,
+        **sweep_settings(params),
+    )
+    frames.append(swept.episodes)
     for variant, spec in ablation.variants.items():
-        frame, _ = trained.evaluate_trained(
-            name, preset, variant, models_dir, train_seeds, rates, seeds, progress=progress
-        )
-        frames.append(frame)
         actor = "diffusion" if spec.actor == "diffusion" else "Gaussian"
         steps = f" K={spec.denoising_steps}" if spec.actor == "diffusion" else ""
         start = ", no BC warm start" if spec.init == "scratch" else ""
@@ -228,6 +261,128 @@ def learned_reports(
     return LearnedReports(
         reductions, floor, result.assign(label=result["scheduler"].map(labels)), labels
     )
+
+
+def best_heuristic_by_rate(aggregated: pd.DataFrame, preset: str) -> dict[float, str]:
+    """Per rate, the heuristic with the highest mean reward on ``preset``."""
+    frame = aggregated[(aggregated["preset"] == preset) & aggregated["scheduler"].isin(SCHEDULERS)]
+    best = frame.loc[frame.groupby("rate")["reward_mean"].idxmax(), ["rate", "scheduler"]]
+    return {float(rate): str(name) for rate, name in best.itertuples(index=False)}
+
+
+def robust_table(params: Params, evaluation: PresetEvaluation) -> pd.DataFrame:
+    """IQM of the normalised reward and the probability of improvement over the best
+    heuristic (:func:`eat.evaluation.metrics.robust_statistics`) of every scheduler that
+    is not a heuristic, on one preset."""
+    config = params.evaluate
+    versus = best_heuristic_by_rate(evaluation.aggregated, evaluation.name)
+    rows = []
+    for scheduler in config.schedulers:
+        if scheduler in SCHEDULERS or scheduler == "random":
+            continue
+        result = robust_statistics(
+            evaluation.episodes,
+            scheduler=scheduler,
+            versus=versus,
+            baseline="random",
+            reference=config.reference,
+            confidence=config.confidence,
+            n_resamples=config.bootstrap_resamples,
+            seed=params.seeds.test[0],
+        )
+        rows.append({"preset": evaluation.name, "scheduler": scheduler, **result})
+    return pd.DataFrame(rows)
+
+
+def slo_preset(preset: PresetConfig, scale: float, objective: str) -> PresetConfig:
+    """``preset`` with SLO deadlines at ``scale`` and the reward ``objective``."""
+    data = preset.model_dump()
+    data["workload"]["deadline"].update(mode="slo", slo_scale=scale)
+    data["reward"]["objective"] = objective
+    return PresetConfig.model_validate(data)
+
+
+def slo_sweep(
+    params: Params, name: str, models_dir: Path, *, progress: bool = True
+) -> pd.DataFrame:
+    """SLO attainment of every scheduler against the SLO scale (at the middle rate) and
+    against the rate (at ``load_scale``), with bootstrap intervals over the test seeds
+    (crossed with the training seeds for learned agents)."""
+    config, slo = params.evaluate, params.evaluate.slo
+    rates = config.rates[name]
+    middle = rates[len(rates) // 2]
+    points = list(
+        dict.fromkeys(
+            [(scale, middle) for scale in slo.scales] + [(slo.load_scale, r) for r in rates]
+        )
+    )
+    seeds = params.seeds.test[: slo.n_seeds]
+    learned = [scheduler for scheduler in config.schedulers if scheduler in LEARNED_AGENTS]
+    others = [scheduler for scheduler in config.schedulers if scheduler not in LEARNED_AGENTS]
+    train_seeds = params.seeds.train[: slo.n_train_seeds]
+    frames = []
+    for scale in dict.fromkeys(scale for scale, _ in points):
+        preset = slo_preset(params.env.preset(name), scale, slo.objective)
+        at = [rate for s, rate in points if s == scale]
+        jobs = grid(others, at, seeds) + grid(learned, at, seeds, train_seeds)
+        swept = run_sweep(
+            name,
+            preset,
+            jobs,
+            SchedulerFactory(params, name, models_dir),
+            progress=progress,
+            label=f"slo {name} x{scale:g}",
+            **sweep_settings(params),
+        )
+        frames.append(swept.episodes.assign(slo_scale=scale))
+    episodes = pd.concat(frames, ignore_index=True)
+    measured = ["deadline_attainment", "quality_mean", "latency_mean"]
+    rows = []
+    for scale, group in episodes.groupby("slo_scale", sort=True):
+        is_learned = group["scheduler"].isin(learned)
+        plain = aggregate(
+            group[~is_learned].drop(columns=["train_seed", "slo_scale"], errors="ignore"),
+            metrics=measured,
+            confidence=config.confidence,
+            n_resamples=config.bootstrap_resamples,
+            seed=seeds[0],
+        )
+        parts = [plain]
+        if is_learned.any():
+            parts.append(
+                trained.aggregate_crossed(
+                    group[is_learned],
+                    measured,
+                    confidence=config.confidence,
+                    n_resamples=config.bootstrap_resamples,
+                    seed=seeds[0],
+                )
+            )
+        rows.append(pd.concat(parts, ignore_index=True).assign(slo_scale=scale))
+    table = pd.concat(rows, ignore_index=True)
+    table["sweep"] = ["scale" if rate == middle else "load" for rate in table["rate"]]
+    table.loc[(table["rate"] == middle) & (table["slo_scale"] == slo.load_scale), "sweep"] = "both"
+    return table
+
+
+def slo_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    """``preset/scheduler/x<scale>/<rate>`` -> SLO attainment with its interval."""
+    entries: dict[str, Any] = {}
+    for record in table.to_dict("records"):
+        key = (
+            f"{record['preset']}/{record['scheduler']}/x{float(record['slo_scale']):g}/"
+            f"{float(record['rate']):g}"
+        )
+        entries[key] = {
+            "slo_attainment": float(record["deadline_attainment"]),
+            "slo_attainment_ci": [
+                float(record["deadline_attainment_ci_low"]),
+                float(record["deadline_attainment_ci_high"]),
+            ],
+            "quality_mean": float(record["quality_mean"]),
+            "n_seeds": int(record["n_seeds"]),
+        }
+    return entries
 
 
 def metrics(aggregated: pd.DataFrame) -> dict[str, Any]:
@@ -251,6 +406,9 @@ def draw(params: Params, evaluation: PresetEvaluation, plots: Path) -> None:
     figures.latency_quality_scatter(aggregated, name, path=plots / f"{name}_latency_quality.png")
     middle = rates[len(rates) // 2]
     figures.latency_cdf(evaluation.tasks, name, middle, path=plots / f"{name}_latency_cdf.png")
+    figures.gap_closed_vs_rate(
+        aggregated, name, params.evaluate.reference, path=plots / f"{name}_gap_closed.png"
+    )
     gantt = params.evaluate.gantt
     key = (gantt.scheduler, gantt.rate, params.seeds.test[0])
     if gantt.preset == name and key in evaluation.results:
@@ -269,8 +427,34 @@ def draw(params: Params, evaluation: PresetEvaluation, plots: Path) -> None:
         )
 
 
+def generalisation_report(params: Params, paths: Paths, *, progress: bool = True) -> pd.DataFrame:
+    """The generalisation tests: ``reports/evaluate/generalisation.csv``, its metrics
+    (``reports/generalisation_metrics.json``) and figure; the trace files of the trace
+    scenario go to ``artifacts/evaluate/generalisation/``."""
+    stage = paths.evaluate
+    table, seconds = generalisation_table(
+        params,
+        paths.models,
+        stage.artifacts / "generalisation",
+        progress=progress,
+        **sweep_settings(params),
+    )
+    for preset, wall in seconds.items():  # a measurement of this machine: logged only
+        log.info("generalisation of %s: %.1f s", preset, wall)
+    write_csv(table, stage.results / "generalisation.csv")
+    figures.generalisation_figure(table, path=stage.artifacts / "plots" / "generalisation.png")
+    write_json(paths.generalisation_metrics, generalisation_metrics(table))
+    return table
+
+
 def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate every preset; write tables, figures and ``reports/metrics.json``."""
+    config = params.evaluate
+    with ray_session(config.parallel == "ray", config.ray_address, num_cpus=config.num_cpus):
+        return _run(params, paths, progress=progress)
+
+
+def _run(params: Params, paths: Paths, *, progress: bool) -> dict[str, Any]:
     stage = paths.evaluate
     setup_logging(stage.log)
     evaluations = {
@@ -307,7 +491,9 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
         if reports.structural_floor is not None:
             write_csv(reports.structural_floor, stage.results / "paper_structural_floor.csv")
         if reports.ablation is not None:
-            figures.ablation_figure(reports.ablation, reports.ablation_labels, plots / "ablation.png")
+            figures.ablation_figure(
+                reports.ablation, reports.ablation_labels, plots / "ablation.png"
+            )
             ablation, ablation_times = split_timings(reports.ablation)
             write_csv(ablation, stage.results / "ablation.csv")
             decision_times = pd.concat(
@@ -318,6 +504,19 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
                 ignore_index=True,
             )
     write_csv(decision_times, stage.results / "decision_times.csv")
+    robust = pd.concat([robust_table(params, e) for e in evaluations.values()], ignore_index=True)
+    write_csv(robust, stage.results / "robust_statistics.csv")
+    figures.robust_statistics_figure(robust, path=plots / "robust_statistics.png")
+    slo = pd.concat(
+        [slo_sweep(params, name, paths.models, progress=progress) for name in params.env.presets],
+        ignore_index=True,
+    )
+    write_csv(slo, stage.results / "slo.csv")
+    for name in params.env.presets:
+        figures.slo_attainment(slo, name, path=plots / f"{name}_slo.png")
+    write_json(paths.slo_metrics, slo_metrics(slo))
+    if params.evaluate.generalisation is not None:
+        generalisation_report(params, paths, progress=progress)
     entries = metrics(aggregated)
     write_json(stage.metrics, entries)
     return entries

@@ -179,9 +179,7 @@ class ProfileOutcome:
     anchor: str
 
 
-def profile(
-    params: Params, profile_csv: Path, *, has_cuda: bool | None = None
-) -> ProfileOutcome:
+def profile(params: Params, profile_csv: Path, *, has_cuda: bool | None = None) -> ProfileOutcome:
     """Profile this machine, fit what it measured, and decide the ``edge`` preset's
     latency source (module docstring). The measurement is written to ``profile_csv``
     first, since the decision names that file and its hash. ``has_cuda`` overrides

@@ -219,7 +219,9 @@ def run(params: Params, paths: Paths, *, models_dir: Path | None = None) -> dict
     figures.latency_bars(outcome.summary, artifacts / "latency_by_scheduler.png")
     figures.breakdown_bars(outcome.comparison, artifacts / "service_breakdown.png")
     figures.image_grid(
-        figures.interleave([(title, png) for _, title, png in outcome.images], params.testbed.grid_images),
+        figures.interleave(
+            [(title, png) for _, title, png in outcome.images], params.testbed.grid_images
+        ),
         artifacts / "images_grid.png",
     )
     entries = metrics(params, bed, outcome)

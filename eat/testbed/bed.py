@@ -66,7 +66,7 @@ def model_folders(section: TestbedSection, resolved: Resolved) -> dict[str, Path
     """Every served model's folder: the user's, or made once with random weights."""
     folders = {}
     for model in resolved.sizing.models:
-        given = section.model_dirs.get(model)  # type: ignore[call-overload]
+        given = dict(section.model_dirs).get(model)
         if given:
             folders[model] = Path(given)
             if not (folders[model] / "model_index.json").is_file():
@@ -288,7 +288,7 @@ def build_testbed(params: Params, work_dir: Path) -> Testbed:
     try:
         sources = {
             m: ModelSource(
-                str(folders[m]) if section.model_dirs.get(m) else None,  # type: ignore[call-overload]
+                str(folders[m]) if dict(section.model_dirs).get(m) else None,
                 resolved.model_size,
                 section.workload.seed,
                 str(resolved.model_root),
@@ -315,7 +315,13 @@ def build_testbed(params: Params, work_dir: Path) -> Testbed:
         timings["cluster_s"] = time.perf_counter() - mark
         # 4. the simulator of this testbed
         preset = testbed_preset(
-            params, resolved.sizing, profile_csv, catalogue_csv, architecture_csv, model_bytes, exchange
+            params,
+            resolved.sizing,
+            profile_csv,
+            catalogue_csv,
+            architecture_csv,
+            model_bytes,
+            exchange,
         )
     except BaseException:
         if started_ray:

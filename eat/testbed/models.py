@@ -41,7 +41,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eat.architectures import COMPONENTS, ModelSize, build_component, check_model
+from eat.architectures import (
+    COMPONENTS,
+    ModelSize,
+    build_component,
+    check_model,
+    component_folder,
+    load_component,
+)
 from eat.testbed import require
 
 log = logging.getLogger(__name__)
@@ -298,30 +305,24 @@ def load_model(
     """The cold start: ``from_pretrained`` of every component of ``folder`` (local files
     only) and the move to ``device``; returns the resident model and its load time."""
     torch = require("torch")
-    diffusers = require("diffusers")
+    require("diffusers")  # the clear error of a missing dependency, before any load
     transformers = require("transformers")
     folder = Path(folder)
     family = model_family(folder)
     torch_dtype = _torch_dtype(dtype)
     began = time.perf_counter()
-    unet = diffusers.UNet2DConditionModel.from_pretrained(
-        folder / "unet", torch_dtype=torch_dtype, local_files_only=True
-    )
-    vae = diffusers.AutoencoderKL.from_pretrained(
-        folder / "vae", torch_dtype=torch_dtype, local_files_only=True
-    )
+    unet = load_component("unet", component_folder(folder, "unet"), torch_dtype)
+    vae = load_component("vae", component_folder(folder, "vae"), torch_dtype)
     encoders = [
-        transformers.CLIPTextModel.from_pretrained(
-            folder / "text_encoder", dtype=torch_dtype, local_files_only=True
-        )
+        load_component("text_encoder", component_folder(folder, "text_encoder"), torch_dtype)
     ]
     tokenizers = [
         transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     ]
     if family == "sdxl":
         encoders.append(
-            transformers.CLIPTextModelWithProjection.from_pretrained(
-                folder / "text_encoder_2", dtype=torch_dtype, local_files_only=True
+            load_component(
+                "text_encoder_2", component_folder(folder, "text_encoder_2"), torch_dtype
             )
         )
         tokenizers.append(

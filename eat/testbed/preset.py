@@ -64,14 +64,9 @@ def testbed_preset(
     workload["deadline"] = dict(workload["deadline"], reference_gpu=TESTBED_GPU)
     data = dict(edge)
     data.update(
-        gpu_types={
-            TESTBED_GPU: {"memory_gb": sizing.memory_budget_mb / 1e3, "speed": None}
-        },
+        gpu_types={TESTBED_GPU: {"memory_gb": sizing.memory_budget_mb / 1e3, "speed": None}},
         servers=[{"gpu": TESTBED_GPU, "count": section.workers}],
-        models={
-            m: {"memory_gb": model_bytes[m] / 1e9, "profile_model": m}
-            for m in sizing.models
-        },
+        models={m: {"memory_gb": model_bytes[m] / 1e9, "profile_model": m} for m in sizing.models},
         allowed_gang_sizes=list(section.gang_sizes),
         min_steps=section.min_steps,
         max_steps=section.max_steps,

@@ -60,6 +60,8 @@ class ActorOutput(NamedTuple):
     """(B,) log pi(a | s) over the valid slots (module docstring)."""
     mean_action: torch.Tensor
     """(B, A) tanh(mu): the deterministic action."""
+    mean: torch.Tensor
+    """(B, A) mu before the squash (the logits a decision-level imitation loss reads)."""
 
 
 def squashed_gaussian(
@@ -76,14 +78,16 @@ def squashed_gaussian(
     per_slot = gaussian - torch.log(1 - action.pow(2) + TANH_EPS)
     if mask is not None:
         per_slot = per_slot * mask
-    return ActorOutput(action, per_slot.sum(-1), torch.tanh(mu))
+    return ActorOutput(action, per_slot.sum(-1), torch.tanh(mu), mu)
 
 
 class GaussianActor(nn.Module):
     """SAC's squashed-Gaussian actor. ``attention``: a shared per-token head on
     [token encoding, context]; ``mlp``: a head on the flat state feature."""
 
-    def __init__(self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int) -> None:
+    def __init__(
+        self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int
+    ) -> None:
         super().__init__()
         self.kind = spec.encoder
         self.encoder = make_encoder(spec, n_tokens, in_features)
@@ -114,7 +118,9 @@ class DiffusionActor(nn.Module):
     context]; ``mlp``: a flat sample of the action's size conditioned on the state
     feature."""
 
-    def __init__(self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int) -> None:
+    def __init__(
+        self, spec: NetworkSpec, n_tokens: int, in_features: int, action_size: int
+    ) -> None:
         super().__init__()
         self.kind = spec.encoder
         self.encoder = make_encoder(spec, n_tokens, in_features)

@@ -68,6 +68,8 @@ class NetworkSpec:
             beta_start=config.beta_start,
             beta_end=config.beta_end,
         )
+
+
 TOKEN_ACTION_DIM = N_GLOBAL_ACTIONS
 """Action values per token: the global token uses all 3, task and server tokens the first."""
 PRESENT_COLUMN = 3
@@ -207,7 +209,9 @@ class MLPEncoder(nn.Module):
         return EncoderOutput(None, self.net(obs))
 
 
-def make_encoder(spec: NetworkSpec, n_tokens: int, in_features: int) -> AttentionEncoder | MLPEncoder:
+def make_encoder(
+    spec: NetworkSpec, n_tokens: int, in_features: int
+) -> AttentionEncoder | MLPEncoder:
     if spec.encoder == "attention":
         return AttentionEncoder(in_features, spec.width, spec.heads, spec.layers)
     if spec.encoder == "mlp":  # twice as wide: one vector carries the whole state
