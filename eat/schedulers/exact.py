@@ -341,7 +341,6 @@ class ExactModel:
     def _build_options(self) -> None:
         """Steps 1 and 2: option, steps and server Booleans, and the duration."""
         model, preset, n = self.model, self.preset, len(self.tasks)
-        steps_range = range(preset.min_steps, preset.max_steps + 1)
         cold_minimum = [
             min(self._duration(gang, True, preset.min_steps) for gang in self.types[i])
             for i in range(n)
@@ -363,9 +362,12 @@ class ExactModel:
             ]
             earliest = max(self.arrival[i], min(chains)) if chains else None
             self.earliest_warm.append(earliest)
+            # a task with its own steps (a trace's request) runs exactly those
+            steps_range = self.sim.steps_range(task)
+            low, high = steps_range[0], steps_range[-1]
             flags = {steps: model.new_bool_var(f"steps{i}_{steps}") for steps in steps_range}
             model.add_exactly_one(flags.values())
-            count = model.new_int_var(preset.min_steps, preset.max_steps, f"steps{i}")
+            count = model.new_int_var(low, high, f"steps{i}")
             model.add(count == sum(steps * flag for steps, flag in flags.items()))
             options, per_step = [], []
             for g, gang in enumerate(self.types[i]):
@@ -374,16 +376,16 @@ class ExactModel:
                     chosen.append(model.new_bool_var(f"gang{i}_{g}_{'cold' if cold else 'warm'}"))
                     options.append((gang, cold, chosen[-1]))
                 # steps of this gang type, 0 when another type is chosen
-                steps_here = model.new_int_var(0, preset.max_steps, f"gangsteps{i}_{g}")
-                model.add(steps_here >= preset.min_steps * sum(chosen))
-                model.add(steps_here <= preset.max_steps * sum(chosen))
+                steps_here = model.new_int_var(0, high, f"gangsteps{i}_{g}")
+                model.add(steps_here >= low * sum(chosen))
+                model.add(steps_here <= high * sum(chosen))
                 per_step.append((steps_here, self.to_units(gang.warm.step_s)))
             model.add_exactly_one(flag for _, _, flag in options)
             model.add(sum(steps_here for steps_here, _ in per_step) == count)
             durations = [
                 self._duration(gang, cold, steps)
                 for gang, cold, _ in options
-                for steps in (preset.min_steps, preset.max_steps)
+                for steps in (low, high)
             ]
             duration = model.new_int_var(min(durations), max(durations), f"duration{i}")
             fixed = sum(self._duration(gang, cold, 0) * flag for gang, cold, flag in options)
@@ -925,6 +927,95 @@ def exact_comparison(
     return pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS)
 
 
+SUMMARY_COLUMNS = [
+    "preset",
+    "scheduler",
+    "episodes",
+    "proven",
+    "mean_reward",
+    "gap_closed",
+    "gap_closed_ci_low",
+    "gap_closed_ci_high",
+    "below_optimum_mean",
+    "below_optimum_share",
+    "above_bound_max",
+]
+"""Columns of :func:`optimum_summary`'s frame."""
+
+
+def optimum_summary(
+    comparison: pd.DataFrame,
+    *,
+    baseline: str = "random",
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per preset and scheduler of an :func:`exact_comparison` frame: the mean reward per
+    task, and on the episodes whose optimum is proven the share of the gap from
+    ``baseline`` to the optimum that the scheduler closes,
+
+        (mean_s - mean_baseline) / (mean_optimum - mean_baseline),
+
+    means over those episodes, with a paired percentile-bootstrap interval (each
+    resample draws the episodes once for the three), and its mean distance below the
+    optimum (reward units per episode, and as a share of the optimum). The solver's row
+    (:data:`SOLVER_NAME`) has the optimum's own numbers (its replay's reward; gap closed
+    1). ``above_bound_max``: the most any episode's total reward exceeds the solver's
+    proven bound (reward units; above the tolerance would contradict the bound)."""
+    alpha = 1.0 - confidence
+    rows = []
+    for preset, group in comparison.groupby("preset", sort=True):
+        solver = group[group["scheduler"] == SOLVER_NAME].set_index("instance")
+        proven = solver.index[solver["status"] == "optimal"].tolist()
+        sizes = solver.loc[proven, "tasks"].to_numpy(dtype=float)
+        optimum = solver.loc[proven, "objective"].to_numpy(dtype=float) / sizes
+        base = _per_task(group, baseline, proven)
+        names = [SOLVER_NAME, *dict.fromkeys(group["scheduler"][group["scheduler"] != SOLVER_NAME])]
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(proven), size=(n_resamples, len(proven))) if proven else None
+        for name in names:
+            rows_of = group[group["scheduler"] == name].set_index("instance")
+            bound = solver.loc[rows_of.index, "bound"]
+            above = (rows_of["total_reward"] - bound).max()
+            ours = optimum if name == SOLVER_NAME else _per_task(group, name, proven)
+            share = low = high = below = below_share = math.nan
+            if proven:
+                gap = optimum.mean() - base.mean()
+                if gap > 0:
+                    share = (ours.mean() - base.mean()) / gap
+                    resampled = (ours[draws].mean(axis=1) - base[draws].mean(axis=1)) / (
+                        optimum[draws].mean(axis=1) - base[draws].mean(axis=1)
+                    )
+                    low, high = np.nanquantile(resampled, [alpha / 2.0, 1.0 - alpha / 2.0])
+                below = float(((optimum - ours) * sizes).mean())
+                below_share = float((optimum - ours).sum() / optimum.sum())
+            rows.append(
+                {
+                    "preset": preset,
+                    "scheduler": name,
+                    "episodes": len(rows_of),
+                    "proven": len(proven),
+                    "mean_reward": float(rows_of["mean_reward"].mean()),
+                    "gap_closed": share,
+                    "gap_closed_ci_low": float(low),
+                    "gap_closed_ci_high": float(high),
+                    "below_optimum_mean": below,
+                    "below_optimum_share": below_share,
+                    "above_bound_max": float(above),
+                }
+            )
+    return pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+
+
+def _per_task(comparison: pd.DataFrame, name: str, instances: list[str]) -> np.ndarray:
+    rows = comparison[comparison["scheduler"] == name].set_index("instance")
+    missing = [instance for instance in instances if instance not in rows.index]
+    if missing:
+        raise ValueError(f"scheduler {name!r} has no episode {missing[0]} in the comparison")
+    return rows.loc[instances, "mean_reward"].to_numpy(dtype=float)
+
+
 def _episode_columns(records: pd.DataFrame) -> dict[str, float]:
     return {
         "total_reward": float(records["reward"].sum()),
@@ -936,6 +1027,7 @@ def _episode_columns(records: pd.DataFrame) -> dict[str, float]:
 __all__ = [
     "COMPARISON_COLUMNS",
     "SOLVER_NAME",
+    "SUMMARY_COLUMNS",
     "ExactModel",
     "ExactResult",
     "GangType",
@@ -947,6 +1039,7 @@ __all__ = [
     "evicting_sets",
     "exact_comparison",
     "gang_types",
+    "optimum_summary",
     "replay",
     "rounding_bounds",
     "small_episode",
