@@ -198,6 +198,8 @@ def test_the_model_refuses_what_it_does_not_model(paper, edge, edge0, settings):
         ExactModel(paper, [Task(0, 0.0, "sd14", 1440, math.inf, 1)], settings)
     with pytest.raises(ValueError, match=r"needs latency_noise_cv 0, got 0\.05"):
         ExactModel(edge, [task], settings)
+    with pytest.raises(ValueError, match="reward objective 'slo' is not supported"):
+        ExactModel(tweak(edge0, reward={"objective": "slo"}), [task], settings)
     many = [Task(i, 0.0, "sd15", 512, math.inf, None) for i in range(12)]
     with pytest.raises(ValueError, match="12 tasks: the exact model handles at most 10"):
         ExactModel(edge0, many, settings)

@@ -297,6 +297,11 @@ class ExactModel:
             raise ValueError(
                 f"the exact model needs latency_noise_cv 0, got {preset.latency_noise_cv}"
             )
+        if preset.reward.objective != "latency":
+            raise ValueError(
+                f"reward objective {preset.reward.objective!r} is not supported by the exact "
+                "model; choose 'latency'"
+            )
         if not tasks:
             raise ValueError("the exact model needs at least one task")
         if len({task.task_id for task in tasks}) != len(tasks):
@@ -638,14 +643,15 @@ class ExactModel:
         booleans = sum(1 for v in variables if list(v.domain) == [0, 1])
         return ModelSize(len(variables), booleans, len(proto.constraints))
 
-    def solve(self) -> ExactResult:
-        """Solve with the settings' workers and time limit (module docstring: presolve
-        off)."""
+    def solve(self, *, presolve: bool = False) -> ExactResult:
+        """Solve with the settings' workers and time limit. ``presolve``: CP-SAT's
+        presolve, off by default (module docstring; benchmarks/exact_optimum.py measures
+        the difference)."""
         solver = cp_model.CpSolver()
         parameters = solver.parameters
         parameters.num_workers = self.settings.workers
         parameters.max_time_in_seconds = self.settings.time_limit_s
-        parameters.cp_model_presolve = False
+        parameters.cp_model_presolve = presolve
         parameters.linearization_level = 2
         parameters.random_seed = 0
         started = time.perf_counter()
