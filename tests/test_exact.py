@@ -116,6 +116,20 @@ def test_one_task_gets_the_best_immediate_dispatch(
     assert planned.missed == (slack < 1)
 
 
+@pytest.mark.parametrize(("model", "resolution"), [("sd15", 512), ("sd15", 1024), ("sdxl", 1024)])
+def test_a_deadline_on_the_fastest_finish_replays_alike(edge0, settings, model, resolution):
+    # The fastest dispatch finishes exactly at the deadline in floats; in integer units
+    # it lands on either side. The model keeps finishes a rounding margin away from
+    # deadlines, so the replay agrees with it on met or missed.
+    small = small_preset(edge0, settings)
+    _, shortest = best_single_dispatch(small, Task(0, 0.0, model, resolution, math.inf, None))
+    task = Task(0, 0.0, model, resolution, shortest, None)
+    result = solve_exact(small, [task], settings)
+    records = replay(small, [task], result)
+    assert check_replay(result, records) == []
+    assert records["reward"].sum() == pytest.approx(result.objective, abs=result.tolerance)
+
+
 def enumerated_optimum(preset, tasks: list[Task]) -> float:
     """The best total reward of every dispatch order, gang and step count, each task
     started as soon as the one before it has started and its servers are free, as the

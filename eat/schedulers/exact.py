@@ -39,9 +39,10 @@ The model (docs/exact.md has the full list of variables and constraints):
 Times are integers in ``time_unit_s`` and rewards in ``reward_unit``; the replay
 (:class:`ReplayScheduler`) runs the schedule through the simulator, whose float reward
 equals the model's objective within :attr:`ExactResult.tolerance` (the rounding bound
-derived in :func:`rounding_bounds`). CP-SAT's presolve is off: in OR-Tools 9.15 it cut
-off feasible schedules of this model (a known class of presolve bugs) and rewrote the
-reward cuts into implications the linear relaxation no longer sees.
+derived in :func:`rounding_bounds`). CP-SAT's presolve is off by default: the model is
+small, and unpresolved the solver searches it as written, the redundant cuts included,
+which is the model the tests verify; benchmarks/exact_optimum.py measures presolve on
+beside it (docs/exact.md).
 
 Only the ``edge`` preset is modelled, with latency noise off (``latency_noise_cv`` 0):
 on ``paper`` the reference rule, not the scheduler, picks the servers from the state of
@@ -240,9 +241,11 @@ def rounding_bounds(preset: PresetConfig, n_tasks: int, settings: ExactSettings)
     by ``2e + d + 2u`` (the start enters the wait and avg_wait, arrivals are rounded, the
     mean is floored); the latency term moves by at most ``cap^2 / scale`` per second of
     its argument (the slope of ``scale / x`` where it meets the cap); its floor and the
-    quality's rounding add 2 reward units per task. The deadline indicator is exact
-    unless a finish lies within ``e + d`` of its deadline, and the queue unless two
-    events lie within ``e`` of each other, which :func:`check_replay` reports."""
+    quality's rounding add 2 reward units per task. The deadline indicator is exact:
+    the model keeps every finish more than ``e + d`` from its task's deadline
+    (:attr:`ExactModel.deadline_margin`), so the simulator's finish lies on the same
+    side; the queue is exact unless two events lie within ``e`` of each other, which
+    :func:`check_replay` reports."""
     unit = settings.time_unit_s
     duration = unit * (1 + preset.max_steps) / 2
     start = n_tasks * duration + unit
@@ -284,6 +287,12 @@ class ExactModel:
         self.model = cp_model.CpModel()
         self.arrival = [self.to_units(task.arrival) for task in self.tasks]
         self.types = [gang_types(self.sim, task, self.gpu_types) for task in self.tasks]
+        self.rounding = rounding_bounds(preset, len(self.tasks), settings)
+        # A finish may lie this many units from the simulator's: a finish the model puts
+        # nearer a deadline than that could fall on either side of it in the simulator.
+        self.deadline_margin = (
+            math.ceil((self.rounding.start_s + self.rounding.duration_s) / self.unit) + 1
+        )
         self._build()
 
     @staticmethod
@@ -579,8 +588,12 @@ class ExactModel:
                 deadline = self.to_units(task.deadline)
                 missed = model.new_bool_var(f"missed{i}")
                 finish = self.start[i] + self.duration[i]
-                model.add(finish <= deadline).only_enforce_if(~missed)
-                model.add(finish >= deadline + 1).only_enforce_if(missed)
+                # met or missed with room to spare for the rounding: the optimiser would
+                # otherwise slide a task whose reward is flat in its start (the latency
+                # term at its cap) onto its deadline, where the floats may disagree
+                margin = self.deadline_margin
+                model.add(finish <= deadline - margin).only_enforce_if(~missed)
+                model.add(finish >= deadline + margin).only_enforce_if(missed)
                 term = term - self.penalty * missed
             self.missed.append(missed)
             self._add_reward_cuts(i, term)
@@ -625,7 +638,8 @@ class ExactModel:
             for steps in self.step_flags[i]:
                 duration = self._duration(gang, cold, steps)
                 value = self._latency_units(duration + wait) + self.quality[steps]
-                late = deadline is not None and self.arrival[i] + wait + duration > deadline
+                finish = self.arrival[i] + wait + duration
+                late = deadline is not None and finish > deadline - self.deadline_margin
                 if late and self.penalty > 0:
                     value -= self.penalty
                 best = max(best, value)
@@ -660,7 +674,7 @@ class ExactModel:
         if code == cp_model.MODEL_INVALID:
             raise RuntimeError(f"invalid CP-SAT model: {self.model.validate()}")
         status = _STATUS[code]
-        rounding = rounding_bounds(self.preset, len(self.tasks), self.settings)
+        rounding = self.rounding
         schedule: tuple[PlannedDispatch, ...] = ()
         objective = math.nan
         if status in ("optimal", "feasible"):
