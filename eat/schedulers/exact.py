@@ -32,7 +32,7 @@ The model (docs/exact.md has the full list of variables and constraints):
    them: an episode has at most ``avg_wait_window + 1`` tasks).
 7. **Reward.** The latency term is exact up to the integer units: ``min(cap, num //
    X)`` with CP-SAT's integer division; quality is a table over steps; the deadline
-   indicator is reified. Two redundant cuts bound each task's reward by the best its
+   indicator is reified, every finish kept a rounding margin from its deadline. Two redundant cuts bound each task's reward by the best its
    option (or its steps) could earn without waiting: the linear relaxation then knows
    what a task can earn, which the division alone does not tell it.
 
