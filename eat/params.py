@@ -527,7 +527,8 @@ class PlannersSection(_Strict):
     """The search-based schedulers: ``rollout`` plans online (future arrivals sampled
     from the preset's workload process); ``clairvoyant`` runs the same search knowing the
     episode's true future: an achievable reference no online scheduler can be expected to
-    beat."""
+    beat. ``evaluate.optimum`` measures both against the proven optimum of small
+    episodes."""
 
     rollout: RolloutSettings
     """The online rollout planner."""
@@ -752,6 +753,48 @@ class GeneralisationSpec(_Strict):
         return self
 
 
+class ExactSettings(_Strict):
+    """The gap to the exact optimum (``eat.schedulers.exact``): the small episodes of a
+    preset solved by a CP-SAT model to proven optimality, and named schedulers run on
+    exactly the same episodes (``reports/evaluate/optimum.csv``, docs/exact.md)."""
+
+    presets: list[Literal["edge"]] = Field(min_length=1)
+    """Presets solved exactly. Only ``edge`` is modelled: on ``paper`` the reference rule,
+    not the scheduler, picks the servers from the warm-group state (docs/exact.md)."""
+    tasks: PositiveInt
+    """Tasks per small episode (the small episodes' ``workload.total_tasks``; at most
+    ``queue_window`` and ``avg_wait_window + 1``): the N that solves in seconds
+    (benchmarks/results/exact_optimum.json measures it)."""
+    episodes: PositiveInt
+    """Small episodes per arrival rate: workload seeds ``seeds.test[:episodes]`` at every
+    rate of ``evaluate.rates``."""
+    schedulers: list[SchedulerName] = Field(min_length=1)
+    """Schedulers run on the small episodes; among ``evaluate.schedulers``, with
+    ``random`` (the gap's zero) and ``clairvoyant`` (its distance from the optimum is
+    reported). Learned agents run their first training seed's model."""
+    time_limit_s: PositiveFloat
+    """Wall-clock limit of one solve (s); a solve stopped by it reports its best
+    schedule, its bound and status ``feasible``, and its episode leaves the gap shares."""
+    workers: PositiveInt
+    """CP-SAT search workers (threads) of one solve; 1 finds the same schedule on every
+    run."""
+    time_unit_s: PositiveFloat
+    """The model's integer time unit (s): arrivals, durations and deadlines are rounded
+    to it, which bounds the replay tolerance (docs/exact.md)."""
+    reward_unit: Annotated[float, Field(gt=0, le=1)]
+    """The model's integer reward unit (reward units): the objective's resolution."""
+
+    @model_validator(mode="after")
+    def _references(self) -> ExactSettings:
+        missing = [name for name in ("random", "clairvoyant") if name not in self.schedulers]
+        if missing:
+            raise ValueError(
+                f"optimum.schedulers must include {missing}: the gap shares run from random "
+                "to the optimum, and the clairvoyant planner's distance from it is reported"
+            )
+        return self
+
+
 class EvaluateSection(_Strict):
     """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
     the same test workloads, means with bootstrap confidence intervals (crossed over
@@ -784,6 +827,9 @@ class EvaluateSection(_Strict):
     """The SLO sweep."""
     generalisation: GeneralisationSpec | None
     """The generalisation tests (``reports/evaluate/generalisation.csv``); null: none."""
+    optimum: ExactSettings | None
+    """The gap to the proven optimum of small episodes (``reports/evaluate/optimum.csv``);
+    null: none."""
 
     @model_validator(mode="after")
     def _reference(self) -> EvaluateSection:
@@ -793,6 +839,19 @@ class EvaluateSection(_Strict):
                 f"schedulers must include {missing}: the gap-closed shares run from random to "
                 f"the reference {self.reference!r}"
             )
+        if self.optimum is not None:
+            outside = [name for name in self.optimum.schedulers if name not in self.schedulers]
+            if outside:
+                raise ValueError(
+                    f"optimum.schedulers has {outside}, not among evaluate.schedulers; choose "
+                    f"from {self.schedulers}"
+                )
+            unswept = [preset for preset in self.optimum.presets if preset not in self.rates]
+            if unswept:
+                raise ValueError(
+                    f"optimum.presets has {unswept}, which evaluate.rates lacks; choose from "
+                    f"{sorted(self.rates)}"
+                )
         return self
 
 
@@ -1364,7 +1423,34 @@ class Params(_Strict):
                 f"train.presets ({self.train.presets})"
             )
         self._cross_generalisation()
+        self._cross_optimum()
         return self
+
+    def _cross_optimum(self) -> None:
+        spec = self.evaluate.optimum
+        if spec is None:
+            return
+        where = "evaluate.optimum"
+        unknown = [preset for preset in spec.presets if preset not in self.env.presets]
+        if unknown:
+            raise ValueError(
+                f"{where}.presets has {unknown}, which env.presets lacks; choose from "
+                f"{self.env.presets}"
+            )
+        if spec.episodes > len(self.seeds.test):
+            raise ValueError(
+                f"{where}.episodes ({spec.episodes}) exceeds the {len(self.seeds.test)} seeds "
+                "in seeds.test"
+            )
+        for name in spec.presets:
+            preset = self.env.preset(name)
+            limit = min(preset.queue_window, preset.reward.avg_wait_window + 1)
+            if spec.tasks > limit:
+                raise ValueError(
+                    f"{where}.tasks ({spec.tasks}) exceeds {limit} on preset {name!r}: the "
+                    "exact model needs every queued task visible (queue_window) and in "
+                    "avg_wait (avg_wait_window + 1)"
+                )
 
     def _cross_generalisation(self) -> None:
         spec = self.evaluate.generalisation

@@ -55,6 +55,27 @@ def test_sim_speed(tmp_path):
     assert record["benchmark"] == "sim_speed" and record["results"]["paper_env_tasks_per_s"] > 0
 
 
+def test_exact_optimum(tmp_path):
+    out = tmp_path / "exact_optimum.json"
+    stdout = run_script(
+        [
+            sys.executable,
+            "benchmarks/exact_optimum.py",
+            "--sizes",
+            "3:1",
+            "--presolve-check",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
+    name, value = last_result(stdout)
+    assert name == "n3_solve_s_max" and float(value) > 0
+    results = json.loads(out.read_text())["results"]
+    assert results["n3_proven_share"] == 1.0
+    assert results["n3_replay_error_over_tolerance_max"] <= 1.0
+
+
 def test_decision_latency(tmp_path):
     out = tmp_path / "decision_latency.json"
     stdout = run_script(

@@ -9,8 +9,9 @@ on the same test seeds, and get crossed bootstrap intervals (:mod:`eat.evaluatio
 :func:`learned_reports` the comparisons of the learned agents (reduction of ``eat``
 against every other scheduler, the structural floor of ``paper``, the ablation);
 :func:`generalisation_report` the generalisation tests (``evaluate.generalisation``,
-:mod:`eat.evaluation.generalisation`); :func:`run` writes them, draws the figures and
-returns the DVC metrics.
+:mod:`eat.evaluation.generalisation`); :func:`optimum_table` the gap to the proven
+optimum of small episodes (``evaluate.optimum``, :mod:`eat.schedulers.exact`); :func:`run`
+writes them, draws the figures and returns the DVC metrics.
 """
 
 from __future__ import annotations
@@ -447,6 +448,92 @@ def generalisation_report(params: Params, paths: Paths, *, progress: bool = True
     return table
 
 
+def optimum_table(params: Params, models_dir: Path) -> pd.DataFrame:
+    """Every preset of ``evaluate.optimum``: its small episodes at every rate of
+    ``evaluate.rates`` and test seed ``seeds.test[:episodes]``, solved exactly and run by
+    every scheduler of ``evaluate.optimum.schedulers``
+    (:func:`eat.schedulers.exact.exact_comparison`; learned agents: their first training
+    seed). One row per episode and scheduler; the solve times are logged only (they are
+    measurements of this machine, the table is reproducible)."""
+    from eat.schedulers.exact import SOLVER_NAME, exact_comparison  # ortools only when asked
+
+    spec = params.evaluate.optimum
+    if spec is None:
+        raise ValueError("evaluate.optimum is null: there is no optimum comparison to run")
+    seeds = params.seeds.test[: spec.episodes]
+    train_seed = params.seeds.train[0]
+    frames = []
+    for name in spec.presets:
+        factory = SchedulerFactory(params, name, models_dir)
+
+        def make(scheduler: str, factory: SchedulerFactory = factory) -> Any:
+            return factory(scheduler, train_seed if scheduler in LEARNED_AGENTS else None)
+
+        for rate in params.evaluate.rates[name]:
+            started = time.perf_counter()
+            frame = exact_comparison(
+                name, params.env.preset(name), spec, rate, seeds, spec.schedulers, make
+            )
+            solver = frame[frame["scheduler"] == SOLVER_NAME]
+            log.info(
+                "optimum of %s at %g: %d episodes, %d proven, solves %.2f s (max %.2f s), "
+                "%.1f s in all",
+                name,
+                rate,
+                len(solver),
+                int((solver["status"] == "optimal").sum()),
+                solver["solve_s"].sum(),
+                solver["solve_s"].max(),
+                time.perf_counter() - started,
+            )
+            frames.append(frame.drop(columns="solve_s"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def optimum_metrics(summary: pd.DataFrame) -> dict[str, Any]:
+    """DVC metrics of :func:`eat.schedulers.exact.optimum_summary`, keyed
+    ``"{preset}/{scheduler}"``."""
+    entries: dict[str, Any] = {}
+    for row in summary.to_dict("records"):
+        entries[f"{row['preset']}/{row['scheduler']}"] = {
+            "episodes": int(row["episodes"]),
+            "proven": int(row["proven"]),
+            "mean_reward": _finite(row["mean_reward"]),
+            "gap_closed": _finite(row["gap_closed"]),
+            "gap_closed_ci": [
+                _finite(row["gap_closed_ci_low"]),
+                _finite(row["gap_closed_ci_high"]),
+            ],
+            "below_optimum_mean": _finite(row["below_optimum_mean"]),
+        }
+    return entries
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def optimum_report(params: Params, paths: Paths) -> pd.DataFrame:
+    """The gap to the optimum: ``reports/evaluate/optimum.csv`` (the summary),
+    ``reports/evaluate/optimum_episodes.csv`` (every episode) and
+    ``reports/optimum_metrics.json``."""
+    from eat.schedulers.exact import optimum_summary
+
+    stage = paths.evaluate
+    table = optimum_table(params, paths.models)
+    config = params.evaluate
+    summary = optimum_summary(
+        table,
+        confidence=config.confidence,
+        n_resamples=config.bootstrap_resamples,
+        seed=params.seeds.test[0],
+    )
+    write_csv(table, stage.results / "optimum_episodes.csv")
+    write_csv(summary, stage.results / "optimum.csv")
+    write_json(paths.optimum_metrics, optimum_metrics(summary))
+    return summary
+
+
 def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate every preset; write tables, figures and ``reports/metrics.json``."""
     config = params.evaluate
@@ -517,6 +604,8 @@ def _run(params: Params, paths: Paths, *, progress: bool) -> dict[str, Any]:
     write_json(paths.slo_metrics, slo_metrics(slo))
     if params.evaluate.generalisation is not None:
         generalisation_report(params, paths, progress=progress)
+    if params.evaluate.optimum is not None:
+        optimum_report(params, paths)
     entries = metrics(aggregated)
     write_json(stage.metrics, entries)
     return entries

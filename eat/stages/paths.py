@@ -99,6 +99,11 @@ class Paths:
         return self.root / "reports" / "generalisation_metrics.json"
 
     @property
+    def optimum_metrics(self) -> Path:
+        """The evaluate stage's gap-to-optimum metrics (a fourth DVC metrics file)."""
+        return self.root / "reports" / "optimum_metrics.json"
+
+    @property
     def testbed(self) -> StagePaths:
         return self._stage("testbed", "testbed_metrics.json")
 
