@@ -32,7 +32,7 @@ import numpy as np
 
 from eat.params import Params, RolloutSettings, SchedulerSettings
 from eat.schedulers.base import Scheduler
-from eat.schedulers.heuristics import TimingCache, free_candidates, make_scheduler, rewards_by_steps
+from eat.schedulers.heuristics import TimingCache, dispatch_table, make_scheduler
 from eat.sim.simulator import Dispatch, Simulator
 from eat.sim.workload import Task, sample_future_tasks
 
@@ -43,13 +43,7 @@ FUTURE_ID_OFFSET = 1_000_000
 def best_dispatches(sim: Simulator, count: int, cache: TimingCache) -> list[Dispatch]:
     """The ``count`` dispatches with the highest immediate reward (ties: lower task id,
     fewer servers, fewer steps, as :class:`~eat.schedulers.heuristics.GreedyScheduler`)."""
-    scored = []
-    for task in sim.dispatchable():
-        for gang, timing in free_candidates(sim, task, cache):
-            for steps, reward in rewards_by_steps(sim, task, timing):
-                scored.append((-reward, task.task_id, len(gang), steps, gang))
-    scored.sort()
-    return [Dispatch(task_id, steps, gang) for _, task_id, _, steps, gang in scored[:count]]
+    return dispatch_table(sim, sim.dispatchable(), cache).ranked(count)
 
 
 class RolloutScheduler(Scheduler):
