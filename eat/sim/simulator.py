@@ -42,7 +42,7 @@ from eat.sim.bitmask import mask_of
 from eat.sim.errors import SimulationError
 from eat.sim.placement import PLACEMENTS, Placement
 from eat.sim.quality import QualityCurve
-from eat.sim.records import RECORD_COLUMNS, SEGMENT_COLUMNS, segments, task_record
+from eat.sim.records import RECORD_COLUMNS, SEGMENT_COLUMNS, RecordFile, segments, task_record
 from eat.sim.reward import dispatch_reward
 from eat.sim.workload import Task
 
@@ -182,14 +182,20 @@ class Simulator:
         rng: np.random.Generator | None,
         *,
         arrival_rate: float | None = None,
+        records_to: RecordFile | None = None,
     ) -> None:
         """Start a new episode with ``tasks`` (arrivals in the future are events);
         ``rng`` draws the latency noise (None: the preset has none, ``latency_noise_cv``
         0, as for a live shadow that predicts expected timings). ``arrival_rate`` is the
         rate of the workload process the tasks were drawn from, for schedulers that model
-        the workload (None: unknown, as on a live system)."""
+        the workload (None: unknown, as on a live system). ``records_to`` streams the
+        task records and segments to files as they are made (``records`` then holds the
+        last unwritten ones; :meth:`records_frame` reads them all back)."""
         self._clear(tasks, rng)
         self.arrival_rate = arrival_rate
+        self.record_file = records_to
+        if records_to is not None:
+            records_to.start()
 
     def _clear(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
         self.now: SimTime = 0.0
@@ -218,6 +224,10 @@ class Simulator:
         self.placement.reset()
         self.records: list[tuple] = []
         self.segments: list[tuple] = []
+        self.n_records = 0
+        """Task records made this episode (streamed to a file or not)."""
+        self._horizon: SimTime = 0.0
+        self.record_file: RecordFile | None = None
         self.n_completed = 0
         self.n_arrived = 0
         for task in sorted(tasks, key=lambda t: (t.arrival, t.task_id)):
@@ -250,7 +260,12 @@ class Simulator:
         pending events, the placement rule's state and the noise generator. Whatever
         happens in the fork never touches this simulator; driven with the same
         decisions, it produces the same records. ``records=False`` starts the fork's
-        records and segments empty (planners only need the rewards)."""
+        records and segments empty (planners only need the rewards); a simulator that
+        streams its records to a file forks only that way."""
+        if records and self.record_file is not None:
+            raise SimulationError(
+                "this simulator streams its records to a file: fork(records=False)"
+            )
         fork = object.__new__(Simulator)
         # what never changes during an episode is shared
         fork.preset, fork.quality, fork.latency = self.preset, self.quality, self.latency
@@ -285,6 +300,9 @@ class Simulator:
         fork._running = dict(self._running)
         fork.records = list(self.records) if records else []
         fork.segments = list(self.segments) if records else []
+        fork.n_records = len(fork.records)
+        fork._horizon = max((record[9] for record in fork.records), default=0.0)
+        fork.record_file = None
         fork.n_completed, fork.n_arrived = self.n_completed, self.n_arrived
         fork.placement = type(self.placement)(fork)
         fork.placement.copy_state(self.placement)
@@ -575,6 +593,17 @@ class Simulator:
             )
         )
         self.segments.extend(segments(task, outcome.servers, outcome.start, outcome.finish, cold))
+        self.n_records += 1
+        if outcome.finish > self._horizon:
+            self._horizon = outcome.finish
+        if self.record_file is not None and len(self.records) >= self.record_file.flush_rows:
+            self.flush_records()
+
+    def flush_records(self) -> None:
+        """Write the records kept in memory to the record file, and forget them."""
+        if self.record_file is not None:
+            self.record_file.append(self.records, self.segments)
+            self.records, self.segments = [], []
 
     # ------------------------------------------------------------------ live driving
     # A real system (the testbed's controller, eat.testbed) mirrors its cluster in a
@@ -694,16 +723,22 @@ class Simulator:
     # ------------------------------------------------------------------ results
     def records_frame(self) -> pd.DataFrame:
         """One row per dispatched task (columns: :data:`RECORD_COLUMNS`)."""
+        if self.record_file is not None:
+            self.flush_records()
+            return self.record_file.tasks_frame()
         return pd.DataFrame(self.records, columns=RECORD_COLUMNS)
 
     def segments_frame(self) -> pd.DataFrame:
         """One row per server per dispatched task (columns: :data:`SEGMENT_COLUMNS`)."""
+        if self.record_file is not None:
+            self.flush_records()
+            return self.record_file.segments_frame()
         return pd.DataFrame(self.segments, columns=SEGMENT_COLUMNS)
 
     @property
     def horizon(self) -> SimTime:
         """Time of the last completion so far."""
-        return max((record[9] for record in self.records), default=0.0)
+        return self._horizon
 
     def standalone_latency(self, model: str, resolution: int, gang_size: int | None) -> float:
         """The SLO reference of a task: warm, on an empty cluster, on the fastest gang it

@@ -122,7 +122,8 @@ class RLScheduler(PolicyScheduler):
         raise ValueError(
             f"scheduler {self.name!r} has {kind} trained{where} for {trained}; this "
             f"simulator has {len(encoder.models)} model(s) and {encoder.n_tokens} tokens "
-            f"(window {encoder.window} + {encoder.n_servers} servers + 1). "
+            f"(window {encoder.window} + {encoder.n_server_tokens} "
+            f"{'server groups' if encoder.pooled else 'servers'} + 1). "
             + (
                 "Use an attention agent (eat), which reads any cluster size, or train on "
                 "this cluster."
