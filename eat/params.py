@@ -665,6 +665,11 @@ class RolloutSettings(_Strict):
     candidate: common random numbers); their mean return scores it."""
     horizon: PositiveInt
     """Dispatches per continuation, the candidate's own included."""
+    future_tasks: PositiveInt | None
+    """``rollout``: future arrivals sampled per continuation, at most (tasks; the next
+    ones: a continuation of ``horizon`` dispatches rarely sees more); null: every task
+    of the episode not arrived yet. An episode with fewer tasks left than this is
+    planned as if there were no cap."""
 
 
 class PlannersSection(_Strict):

@@ -24,7 +24,8 @@ from typing import Literal
 import pandas as pd
 
 from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
-from eat.params import Params
+from eat.params import Params, PresetConfig
+from eat.sim.simulator import Simulator
 
 PRESET = "metro"
 
@@ -92,9 +93,33 @@ def evaluate_metro(
     return swept.episodes
 
 
+def nominal_capacity(preset: PresetConfig) -> float:
+    """Tasks per second the cluster serves with every server busy, each task warm on one
+    server at the deadline's ``reference_steps``, in the workload's mix of models and
+    resolutions (a server's rate is one over its mean service time): ``rate /
+    nominal_capacity`` is the load a rate offers, before cold starts, gangs and the
+    steps schedulers choose (the measured ``utilisation`` says what it becomes)."""
+    sim = Simulator(preset)
+    workload = preset.workload
+    steps = workload.deadline.reference_steps
+    total = sum(mix.share for mix in workload.models.values())
+    mean_by_gpu: dict[str, float] = {}
+    for gpu, _, _ in sim.server_specs:
+        if gpu not in mean_by_gpu:
+            mean_by_gpu[gpu] = sum(
+                mix.share
+                / total
+                / len(mix.resolutions)
+                * sim.latency.nominal_latency_s(model, resolution, gpu, steps)
+                for model, mix in workload.models.items()
+                for resolution in mix.resolutions
+            )
+    return sum(1.0 / mean_by_gpu[gpu] for gpu, _, _ in sim.server_specs)
+
+
 def _is_variant(params: Params, name: str) -> bool:
     ablation = params.train.ablation
     return ablation is not None and name in ablation.variants
 
 
-__all__ = ["PRESET", "evaluate_metro"]
+__all__ = ["PRESET", "evaluate_metro", "nominal_capacity"]

@@ -7,9 +7,10 @@ At every decision epoch :class:`RolloutScheduler` (Bertsekas' rollout algorithm)
    gang x steps, as :class:`~eat.schedulers.heuristics.GreedyScheduler` ranks them), and
    waiting for the next event when one is pending;
 2. draws ``samples`` futures, the same for every candidate (common random numbers): the
-   tasks that have not arrived yet, sampled from the preset's workload process at the
-   episode's arrival rate (``rollout``: the real future stays unseen), or the episode's
-   true future (``clairvoyant``), and a latency-noise stream per sample;
+   tasks that have not arrived yet (at most ``future_tasks`` of them), sampled from the
+   preset's workload process at the episode's arrival rate (``rollout``: the real
+   future stays unseen), or the episode's true future (``clairvoyant``), and a
+   latency-noise stream per sample;
 3. scores each candidate by the mean return of its continuations: a fork of the
    simulator (:meth:`~eat.sim.simulator.Simulator.fork`) applies the candidate, then the
    base heuristic decides until ``horizon`` dispatches (the candidate's own included)
@@ -95,6 +96,8 @@ class RolloutScheduler(Scheduler):
         seed of the continuation's noise and base decisions) per sample."""
         draws = []
         remaining = len(sim.tasks) - sim.n_arrived
+        if self.search.future_tasks is not None:
+            remaining = min(remaining, self.search.future_tasks)
         for _ in range(self.search.samples):
             seed = int(self.rng.integers(2**63))
             if self.clairvoyant:

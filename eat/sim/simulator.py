@@ -64,7 +64,7 @@ EVENT_WAKEUP = "wakeup"
 SERVER_DOWN = -1
 
 
-@dataclass
+@dataclass(slots=True)
 class Server:
     server_id: int
     gpu: str
@@ -318,7 +318,9 @@ class Simulator:
         """Forget the tasks that have not arrived and expect ``tasks`` instead (a planner
         samples them from the workload process); their arrivals must not be in the past
         and their ids must be new."""
-        pending = {task.task_id for task in self.future_arrivals()}
+        pending = [
+            cast(Task, event[4]).task_id for event in self._events if event[3] == EVENT_ARRIVAL
+        ]
         self._events = [event for event in self._events if event[3] != EVENT_ARRIVAL]
         heapq.heapify(self._events)
         for task_id in pending:
