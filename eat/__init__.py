@@ -5,8 +5,9 @@ latency model) -> ``sim`` (the event-driven simulator and its Gymnasium environm
 ``schedulers`` (heuristics and learned agents) -> ``training`` -> ``evaluation`` ->
 ``testbed`` (real serving on Ray); ``stages`` runs them as the DVC pipeline.
 
-``import eat`` registers the Gymnasium environment :data:`ENV_ID`, so
-``gymnasium.make("eat/EdgeCluster-v2", preset="edge")`` works without importing more.
+``import eat`` registers the Gymnasium environments :data:`ENV_ID` and
+:data:`DISCRETE_ENV_ID`, so ``gymnasium.make("eat/EdgeCluster-v3", preset="edge")`` works
+without importing more.
 """
 
 from __future__ import annotations
@@ -29,21 +30,28 @@ if _platform.machine().lower() in ("x86_64", "amd64"):
 from gymnasium.envs.registration import register as _register
 from gymnasium.envs.registration import registry as _registry
 
-ENV_ID = "eat/EdgeCluster-v2"
+ENV_ID = "eat/EdgeCluster-v3"
 """The Gymnasium id of :class:`eat.sim.env.EdgeClusterEnv` (version history there)."""
+DISCRETE_ENV_ID = "eat/EdgeClusterDiscrete-v3"
+"""The Gymnasium id of :class:`eat.sim.discrete.EdgeClusterDiscreteEnv`, the same episodes
+with a ``Discrete`` action space and ``action_masks()``; its version follows the
+observation's, which it shares with :data:`ENV_ID`."""
 MAX_EPISODE_STEPS = 4096
 """Decisions after which Gymnasium's TimeLimit truncates an environment episode."""
 
 
 def register_env() -> None:
-    """Register :data:`ENV_ID` with Gymnasium (idempotent; the entry point is imported
-    only when an environment is made)."""
-    if ENV_ID not in _registry:
-        _register(
-            ENV_ID, entry_point="eat.sim.env:EdgeClusterEnv", max_episode_steps=MAX_EPISODE_STEPS
-        )
+    """Register :data:`ENV_ID` and :data:`DISCRETE_ENV_ID` with Gymnasium (idempotent; the
+    entry points are imported only when an environment is made)."""
+    entry_points = {
+        ENV_ID: "eat.sim.env:EdgeClusterEnv",
+        DISCRETE_ENV_ID: "eat.sim.discrete:EdgeClusterDiscreteEnv",
+    }
+    for env_id, entry_point in entry_points.items():
+        if env_id not in _registry:
+            _register(env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS)
 
 
 register_env()
 
-__all__ = ["ENV_ID", "MAX_EPISODE_STEPS", "register_env"]
+__all__ = ["DISCRETE_ENV_ID", "ENV_ID", "MAX_EPISODE_STEPS", "register_env"]

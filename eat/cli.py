@@ -60,6 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", default=8000, type=int)
     serve.add_argument("--scheduler", default="eft")
     serve.add_argument("--work-dir", default="artifacts/testbed-serve", type=Path)
+    convert = commands.add_parser(
+        "convert-trace",
+        help="convert the Alibaba GenTD26 request trace into a replay trace (docs/traces.md)",
+    )
+    convert.add_argument("input", type=Path, help="lora_request_trace.csv of GenTD26")
+    convert.add_argument("output", type=Path, help="the replay trace CSV to write")
+    convert.add_argument(
+        "--models", required=True, type=int, help="keep the N most frequent base models"
+    )
+    convert.add_argument(
+        "--rate", type=float, help="scale the arrivals to this mean rate (tasks/s)"
+    )
+    convert.add_argument(
+        "--images",
+        choices=["tasks", "one"],
+        default="tasks",
+        help="a request for k images: k tasks (default) or one",
+    )
+    convert.add_argument(
+        "--architecture",
+        choices=["auto", "sd15", "sdxl"],
+        default="auto",
+        help="every model's SD architecture, or auto: from the trace's seconds per step",
+    )
+    convert.add_argument(
+        "--statuses", nargs="+", help="keep only requests of these predict_status values"
+    )
     summary = commands.add_parser("summary", help="print mean latency and quality per rate")
     summary.add_argument(
         "--aggregate", type=Path, help="aggregate.csv (default: the evaluate stage's)"
@@ -76,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "docs":
         return _docs(args.root, check=args.check)
+    if args.command == "convert-trace":
+        return _convert_trace(args)
     try:
         params = load_params(args.params)
     except (ParamsError, FileNotFoundError) as error:
@@ -152,6 +181,35 @@ def _docs(root: Path, *, check: bool) -> int:
     return 0
 
 
+def _convert_trace(args: argparse.Namespace) -> int:
+    """``eat convert-trace``: GenTD26 -> a replay trace (:func:`eat.sim.traces.convert_gentd26`)."""
+    from eat.sim.traces import convert_gentd26
+
+    try:
+        trace = convert_gentd26(
+            args.input,
+            n_models=args.models,
+            target_rate=args.rate,
+            images=args.images,
+            architecture=args.architecture,
+            statuses=args.statuses,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"eat convert-trace: {error}", file=sys.stderr)
+        return 2
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    trace.to_csv(args.output, index=False)
+    span = float(trace["arrival"].iloc[-1])
+    print(
+        f"wrote {len(trace)} tasks from {trace['request'].nunique()} requests over "
+        f"{span:.0f} s to {args.output}"
+    )
+    shares = trace.groupby("model", sort=False)["architecture"].agg(["first", "size"])
+    for model, row in shares.iterrows():
+        print(f"  {model}: {row['first']}, {row['size'] / len(trace):.1%} of the tasks")
+    return 0
+
+
 def _train(params, paths, args: argparse.Namespace) -> int:
     """``eat train``: the whole stage, or the runs of one agent (a preset, a seed)."""
     if args.agent is None:
@@ -164,18 +222,18 @@ def _train(params, paths, args: argparse.Namespace) -> int:
         print(f"{summary['runs']} runs; costs in {paths.train.results / 'costs.csv'}")
         return 0
     from eat.stages.common import setup_logging
-    from eat.training.loop import resolve_runs, train_run, write_run
+    from eat.training.matrix import resolve_matrix, train_one, write_result
 
     specs = [
         spec
-        for spec in resolve_runs(params)
+        for spec in resolve_matrix(params)
         if spec.agent == args.agent
         and (args.preset is None or spec.preset_name == args.preset)
         and (args.seed is None or spec.config.seed == args.seed)
     ]
     if not specs:
         known = sorted(
-            {(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_runs(params)}
+            {(spec.agent, spec.preset_name, spec.config.seed) for spec in resolve_matrix(params)}
         )
         print(
             f"eat train: no run matches agent={args.agent} preset={args.preset} "
@@ -185,12 +243,8 @@ def _train(params, paths, args: argparse.Namespace) -> int:
         return 2
     setup_logging(paths.train.artifacts / "single_runs.log")
     for spec in specs:
-        result = train_run(
-            spec,
-            checkpoint_dir=paths.models / "_resume" / spec.relative_dir,
-            progress_bar=not args.no_progress,
-        )
-        directory = write_run(result, paths.models)
+        result = train_one(spec, paths.models / "_resume", progress_bar=not args.no_progress)
+        directory = write_result(result, paths.models)
         print(json.dumps(result.summary, indent=2), f"-> {directory}")
     return 0
 

@@ -21,9 +21,12 @@ PresetName = Literal["paper", "edge", "metro"]
 """Presets a stage or a scheduler may name: ``paper`` and ``edge`` are written out in
 ``env``; ``metro`` is generated from ``env.metro`` (:func:`metro_preset`)."""
 HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
-AgentName = Literal["eat", "d2sac", "sac"]
-"""Learned agents (``eat.schedulers.rl.AGENTS``); evaluated from the ``train`` stage's models."""
+AgentName = Literal["eat", "d2sac", "sac", "ppo", "maskable_ppo"]
+"""Learned agents (``eat.schedulers.rl.AGENTS``, and the third-party learners
+``eat.schedulers.rl.SB3_AGENTS``); evaluated from the ``train`` stage's models."""
 PlannerName = Literal["rollout", "clairvoyant"]
+TeacherPlanner = Literal["rollout"]
+"""Planners that may teach the learned agents (they see no more than the learner)."""
 """Search-based schedulers (``eat.schedulers.rollout``)."""
 SchedulerName = Literal[
     "random",
@@ -38,6 +41,8 @@ SchedulerName = Literal[
     "eat",
     "d2sac",
     "sac",
+    "ppo",
+    "maskable_ppo",
 ]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -127,8 +132,14 @@ class WorkloadConfig(_Strict):
     ``rate * (1 + amplitude * sin(2 pi t / period))``."""
     trace_path: str | None
     """trace: CSV with columns arrival (s), model, resolution (px) and optionally
-    deadline (s after arrival) and gang_size; its arrivals are rescaled to the swept
-    mean rate. null for the other processes."""
+    deadline (s after arrival), gang_size and steps (the request's own denoising steps,
+    which every scheduler then uses); its arrivals are rescaled to the swept mean rate.
+    null for the other processes."""
+    trace_window: Literal["first", "random"]
+    """trace: the rows an episode replays: ``first``, the first total_tasks rows (every
+    seed the same tasks); ``random``, total_tasks consecutive rows from a start drawn
+    from the episode's seed (seeds replay different parts of the trace). Unused by the
+    other processes."""
     models: dict[str, ModelMix] = Field(min_length=1)
     """Model name (a key of the preset's ``models``) -> its share of the requests and
     its resolutions."""
@@ -385,6 +396,10 @@ class PresetConfig(_Strict):
     queue_window: PositiveInt
     """Queued tasks visible to the scheduler, oldest first (tasks): the task slots of
     the observation and the action."""
+    model_slots: PositiveInt
+    """Model columns of every observation token (slots, >= the number of models): a
+    model occupies one slot, so a network trained with this many slots reads presets
+    with up to as many models (``eat.sim.encoding``)."""
     time_limit_s: PositiveFloat | None
     """Truncate an environment episode once simulated time passes this (s); null: none."""
 
@@ -398,6 +413,11 @@ class PresetConfig(_Strict):
                     f"servers: gpu {group.gpu!r} is not in gpu_types; choose one of "
                     f"{sorted(self.gpu_types)}"
                 )
+        if len(self.models) > self.model_slots:
+            raise ValueError(
+                f"model_slots ({self.model_slots}) must be at least the number of models "
+                f"({len(self.models)})"
+            )
         for name in self.workload.models:
             if name not in self.models:
                 raise ValueError(
@@ -501,6 +521,17 @@ class MetroSpec(_Strict):
     """The observation's server tokens, as a preset's ``server_tokens``."""
 
 
+class DiscreteViewConfig(_Strict):
+    """The discrete-action view of the environment (``eat/EdgeClusterDiscrete-v3``,
+    :class:`eat.sim.discrete.EdgeClusterDiscreteEnv`): one action per visible task slot x
+    gang choice x steps level, plus waiting."""
+
+    steps_levels: Annotated[int, Field(ge=2)]
+    """Steps values a discrete action may choose (values): evenly spaced from the preset's
+    min_steps to its max_steps, both included, rounded to integers (at most
+    max_steps - min_steps + 1 of them)."""
+
+
 class EnvSection(_Strict):
     """The simulated systems (:mod:`eat.sim`): the ``paper`` preset reproduces the EAT
     reference model (4 identical servers, gang size fixed per task, the reference's
@@ -518,6 +549,8 @@ class EnvSection(_Strict):
     """The heterogeneous edge cluster (``kind: edge``)."""
     metro: MetroSpec
     """The metropolitan edge cluster, generated from this spec and ``edge``."""
+    discrete: DiscreteViewConfig
+    """The discrete-action view of every preset's environment."""
 
     @model_validator(mode="after")
     def _kinds(self) -> EnvSection:
@@ -814,6 +847,93 @@ class SloSweep(_Strict):
     """Training seeds of each learned agent in the sweep (seeds.train[:n_train_seeds])."""
 
 
+class GpuMix(_Strict):
+    """A cluster of GPU types the training cluster does not have."""
+
+    gpu_types: dict[str, GpuType] = Field(min_length=1)
+    """GPU type name -> its memory and speed, as the preset's ``gpu_types`` (``edge``:
+    catalogue names, speed null; ``paper``: memory and speed given), added to the
+    preset's own types."""
+    servers: list[ServerGroup] = Field(min_length=1)
+    """The cluster of the scenario: groups of servers of these types (a different server
+    count scales the arrival rate as ``cluster_sizes`` does)."""
+
+
+class TraceScenario(_Strict):
+    """The trace-replay scenario: a GenTD26 request trace converted by
+    :func:`eat.sim.traces.convert_gentd26` (docs/traces.md) and replayed by a preset
+    built from the training preset (:func:`eat.sim.traces.preset_for_trace`)."""
+
+    path: str | None
+    """The GenTD26 ``lora_request_trace.csv`` when you have it (it is not shipped: its
+    terms allow research use only); null: a synthetic file in its format, drawn from
+    ``synthetic_seed``."""
+    n_models: dict[PresetName, PositiveInt]
+    """Per preset: the most frequent base models kept as distinct models (models; an
+    agent reads the scenario only with at least as many model slots)."""
+    synthetic_requests: PositiveInt
+    """Requests of the synthetic file (requests; unused with ``path``)."""
+    synthetic_seed: Seed
+    """Seed of the synthetic file (unused with ``path``)."""
+
+
+GeneralisationWorkload = Literal["mmpp", "diurnal", "trace"]
+
+
+class GeneralisationSpec(_Strict):
+    """The generalisation tests of the ``evaluate`` stage
+    (:mod:`eat.evaluation.generalisation`): the heuristics and the learned agents trained
+    on each unmodified preset, loaded without retraining, on workloads, clusters and
+    model mixes they were not trained on; every scheduler's mean reward relative to the
+    best heuristic on the same workloads, with crossed bootstrap intervals."""
+
+    presets: list[PresetName] = Field(min_length=1)
+    """Training presets whose agents are tested (each scenario is derived from one)."""
+    schedulers: list[SchedulerName] = Field(min_length=1)
+    """Heuristics and learned agents run on every scenario (planners are not: too slow
+    for this many scenarios); at least one heuristic, the best of which is the
+    reference."""
+    rates: dict[PresetName, list[PositiveFloat]]
+    """Arrival rates per preset (tasks/s) on its training cluster; scenarios with another
+    number of servers scale them by the ratio of server counts (the same load per
+    server)."""
+    n_seeds: PositiveInt
+    """How many of seeds.test each scenario and rate runs (episodes)."""
+    n_train_seeds: PositiveInt
+    """Training seeds of each learned agent (seeds.train[:n_train_seeds])."""
+    workloads: list[GeneralisationWorkload]
+    """Workload shifts from the training preset's Poisson arrivals: ``mmpp`` bursts and
+    ``diurnal`` load with the preset's own settings, ``trace`` replay (``trace``)."""
+    cluster_sizes: list[PositiveInt]
+    """Cluster sizes (servers), each with the training cluster's mix of GPU types in the
+    same proportions (largest remainder) and the arrival rate scaled with the size."""
+    gpu_mix: dict[PresetName, GpuMix]
+    """Per preset: a cluster of GPU types its training cluster does not have (none for a
+    preset without an entry)."""
+    model_variants: list[Annotated[int, Field(ge=2)]]
+    """Model mixes: each model of the preset becomes this many distinct models (fine-tunes
+    sharing its architecture, footprint and resolutions, its share split evenly), so more
+    models compete for memory and residency matters more."""
+    trace: TraceScenario
+    """The trace of the ``trace`` workload."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneralisationSpec:
+        planners = [name for name in self.schedulers if name in get_args(PlannerName)]
+        if planners:
+            raise ValueError(
+                f"schedulers has planners {planners}; the generalisation tests run heuristics "
+                "and learned agents only"
+            )
+        if not any(name in get_args(HeuristicName) for name in self.schedulers):
+            raise ValueError("schedulers needs a heuristic: the best one is the reference")
+        for name, keyed in (("rates", self.rates), ("trace.n_models", self.trace.n_models)):
+            missing = [preset for preset in self.presets if preset not in keyed]
+            if missing:
+                raise ValueError(f"{name} has no value for preset(s) {missing}")
+        return self
+
+
 class EvaluateSection(_Strict):
     """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
     the same test workloads, means with bootstrap confidence intervals (crossed over
@@ -844,6 +964,8 @@ class EvaluateSection(_Strict):
     """The episode drawn as a Gantt chart."""
     slo: SloSweep
     """The SLO sweep."""
+    generalisation: GeneralisationSpec | None
+    """The generalisation tests (``reports/evaluate/generalisation.csv``); null: none."""
 
     @model_validator(mode="after")
     def _reference(self) -> EvaluateSection:
@@ -955,11 +1077,35 @@ class SACConfig(_Strict):
     """Behaviour-cloning gradient steps on the teacher episodes (``init: bc``)."""
     bc_learning_rate: PositiveFloat
     """Adam step size of behaviour cloning (its own optimiser)."""
+    bc_loss: Literal["mse", "decision"]
+    """Behaviour-cloning loss. ``mse``: squared error between the sampled action and the
+    teacher's action vector. ``decision``: the deployed (deterministic) action scored on
+    the decision it decodes to: logistic loss on dispatch-or-wait, cross-entropy over
+    the dispatchable task slots, a logistic loss per free server (chosen or not), and
+    squared error on steps and gang size (:func:`eat.schedulers.rl.sac.decision_loss`)."""
     critic_warmup_updates: Annotated[int, Field(ge=0)]
     """Critic-only SAC steps after behaviour cloning (policy evaluation of the clone)."""
     bc_weight: NonNegativeFloat
     """Weight of the teacher-imitation term kept in the actor loss during SAC (TD3+BC
     scaling by mean |Q|); 0 is pure SAC after the warm start."""
+    dagger_rounds: Annotated[int, Field(ge=0)]
+    """Rounds of expert iteration (DAgger) after behaviour cloning (only with ``init:
+    bc``: it starts from the clone of the teacher): the learner drives
+    ``dagger_episodes`` episodes, the teacher labels every state the learner visits, and
+    the actor is cloned again on every label so far; 0: none."""
+    dagger_episodes: Annotated[int, Field(ge=0)]
+    """Learner-driven episodes per DAgger round."""
+    dagger_updates: Annotated[int, Field(ge=0)]
+    """Behaviour-cloning gradient steps after each DAgger round (on all labels so far)."""
+    slot_assignment: Literal["identity", "permuted"]
+    """Model slots of the training observations (:mod:`eat.sim.encoding`): ``identity``
+    (the preset's i-th model in slot i, as every evaluation observes), or ``permuted``
+    (a random slot per model each training episode, from the episode seed, so that
+    every slot is trained for presets with more models than this one)."""
+    label_during_sac: bool
+    """Label SAC's own states with the teacher as well (one teacher decision per SAC
+    decision: costly with a planner as the teacher); false: the imitation term
+    (``bc_weight``) uses the labels gathered before SAC."""
     # --- run
     total_steps: PositiveInt
     """Environment decisions of SAC (after the teacher episodes)."""
@@ -976,6 +1122,39 @@ class SACConfig(_Strict):
             raise ValueError(f"beta_end ({self.beta_end}) < beta_start ({self.beta_start})")
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class Sb3Config(_Strict):
+    """Hyperparameters of the third-party learners (``ppo``: stable-baselines3 PPO on the
+    continuous environment; ``maskable_ppo``: sb3-contrib MaskablePPO on the discrete view),
+    the same for both and every preset (:mod:`eat.training.sb3`). Their decisions per run
+    are ``eat``'s (:func:`eat.training.sb3.decision_budget`); ``eval_every``,
+    ``select_by``, the validation seeds and ``device`` are the ``train`` section's; every
+    other PPO setting is stable-baselines3's default (MLP policy 64 x 64, GAE lambda 0.95,
+    clip range 0.2)."""
+
+    n_steps: PositiveInt
+    """Decisions collected per rollout before each PPO update (decisions; one
+    environment)."""
+    batch_size: Annotated[int, Field(gt=1)]
+    """Minibatch of each gradient step (decisions; divides n_steps)."""
+    learning_rate: PositiveFloat
+    """Adam step size of the policy and value networks."""
+    n_epochs: PositiveInt
+    """Passes over each rollout (epochs)."""
+    gamma: Annotated[float, Field(gt=0, le=1)]
+    """Discount per decision (PPO discounts decisions, not simulated time)."""
+    ent_coef: NonNegativeFloat
+    """Weight of the entropy bonus in the loss."""
+
+    @model_validator(mode="after")
+    def _whole_minibatches(self) -> Sb3Config:
+        if self.n_steps % self.batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must divide n_steps ({self.n_steps}): "
+                "a rollout is split into whole minibatches"
+            )
         return self
 
 
@@ -1014,7 +1193,8 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
 
     agents: list[AgentName] = Field(min_length=1)
     """Learned agents trained (``eat``: attention + diffusion; ``d2sac``: MLP +
-    diffusion; ``sac``: MLP + Gaussian)."""
+    diffusion; ``sac``: MLP + Gaussian; ``ppo``: stable-baselines3 PPO, ``maskable_ppo``:
+    sb3-contrib MaskablePPO on the discrete view, both with ``sb3``'s settings)."""
     presets: list[PresetName] = Field(min_length=1)
     """Presets every agent is trained on."""
     n_seeds: PositiveInt
@@ -1036,10 +1216,15 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
     """torch.set_num_threads of every run (tiny networks are fastest on one thread)."""
     checkpoint_every: PositiveInt
     """Decisions between resumable checkpoints (written at episode ends)."""
-    teacher: dict[PresetName, HeuristicName | None]
-    """Heuristic whose decisions are the demonstrations (init bc, bc_weight > 0)."""
+    teacher: dict[PresetName, HeuristicName | TeacherPlanner | None]
+    """Whose decisions are the demonstrations and labels (init bc, DAgger, bc_weight >
+    0): a heuristic, or ``rollout``, the online planner with the settings of
+    ``planners.rollout`` (``clairvoyant`` is not a teacher: it sees the episode's
+    future, which the learner cannot)."""
     ablation: AblationSpec | None
     """Ablation variants of ``eat`` trained beside the agents (null: none)."""
+    sb3: Sb3Config
+    """The third-party learners ``ppo`` and ``maskable_ppo`` (when ``agents`` has them)."""
 
     def resolve(self, name: str, preset: str) -> Any:
         """The value of hyperparameter ``name`` for ``preset``."""
@@ -1063,8 +1248,9 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             )
             if learns_from_teacher and self.teacher[preset] is None:
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
+
         if self.ablation is not None:
-            clash = sorted(set(self.ablation.variants) & {"eat", "d2sac", "sac"})
+            clash = sorted(set(self.ablation.variants) & set(get_args(AgentName)))
             if clash:
                 raise ValueError(f"ablation variant names {clash} clash with agent names")
         # every run's resolved hyperparameters must form a valid SACConfig
@@ -1320,7 +1506,65 @@ class Params(_Strict):
                 f"testbed.learned_preset {self.testbed.learned_preset!r} is not in "
                 f"train.presets ({self.train.presets})"
             )
+        self._cross_generalisation()
         return self
+
+    def _cross_generalisation(self) -> None:
+        spec = self.evaluate.generalisation
+        if spec is None:
+            return
+        where = "evaluate.generalisation"
+        unknown = [preset for preset in spec.presets if preset not in self.env.presets]
+        if unknown:
+            raise ValueError(f"{where}.presets has {unknown}, which env.presets lacks")
+        agents = [name for name in spec.schedulers if name in get_args(AgentName)]
+        untrained = [name for name in agents if name not in self.train.agents]
+        if untrained:
+            raise ValueError(
+                f"{where}.schedulers has {untrained}, which train.agents does not train "
+                f"({self.train.agents})"
+            )
+        if agents:
+            missing = [preset for preset in spec.presets if preset not in self.train.presets]
+            if missing:
+                raise ValueError(f"{where} tests agents on {missing}, which train.presets lacks")
+        if spec.n_seeds > len(self.seeds.test):
+            raise ValueError(
+                f"{where}.n_seeds ({spec.n_seeds}) exceeds the {len(self.seeds.test)} seeds in "
+                "seeds.test"
+            )
+        if spec.n_train_seeds > self.train.n_seeds:
+            raise ValueError(
+                f"{where}.n_train_seeds ({spec.n_train_seeds}) exceeds train.n_seeds "
+                f"({self.train.n_seeds})"
+            )
+        for name in spec.presets:
+            preset = self.env.preset(name)
+            largest = max(preset.workload.gang_sizes, default=1)
+            small = [size for size in spec.cluster_sizes if size < largest]
+            if small:
+                raise ValueError(
+                    f"{where}.cluster_sizes {small} are smaller than preset {name!r}'s largest "
+                    f"task gang size ({largest})"
+                )
+            mix = spec.gpu_mix.get(name)
+            if mix is None:
+                continue
+            trained_on = {group.gpu for group in preset.servers}
+            seen = sorted({group.gpu for group in mix.servers} & trained_on)
+            if seen:
+                raise ValueError(
+                    f"{where}.gpu_mix.{name} uses {seen}, which the training cluster of "
+                    f"{name!r} has; the mix must be unseen"
+                )
+            undefined = sorted(
+                {group.gpu for group in mix.servers} - set(mix.gpu_types) - set(preset.gpu_types)
+            )
+            if undefined:
+                raise ValueError(
+                    f"{where}.gpu_mix.{name}.servers use {undefined}, which neither its "
+                    "gpu_types nor the preset's define"
+                )
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

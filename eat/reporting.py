@@ -70,8 +70,9 @@ BENCHMARKS = "benchmarks/results"
 ``measured_utc``). A JSON file there without a ``benchmark`` key is another kind of
 record (``testbed_gpu_check.json``): the page names it and does not render it."""
 
-AGENTS = ("eat", "d2sac", "sac")
-"""The learned agents (:data:`eat.schedulers.rl.AGENTS`), compared with the heuristics."""
+AGENTS = ("eat", "d2sac", "sac", "ppo", "maskable_ppo")
+"""The learned agents (:data:`eat.schedulers.rl.LEARNED_AGENTS`), compared with the
+heuristics (those the evaluation ran)."""
 
 
 class ReportError(ValueError):

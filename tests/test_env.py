@@ -48,7 +48,7 @@ def test_registered_id_makes_the_env():
 def test_import_eat_alone_registers_the_env():
     """In a fresh interpreter: ``import eat`` and gymnasium.make, nothing else."""
     code = (
-        "import gymnasium, eat; env = gymnasium.make('eat/EdgeCluster-v2', preset='paper'); "
+        "import gymnasium, eat; env = gymnasium.make('eat/EdgeCluster-v3', preset='paper'); "
         "print(env.reset(seed=3)[0].shape)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -70,6 +70,7 @@ def test_env_and_run_episode_draw_the_same_workload_for_a_seed(params, preset_na
     assert len(env_tasks) == len(episode_tasks)
     arrivals = [dict(items)["arrival"] for items in env_tasks]
     assert arrivals == episode_tasks["arrival"].tolist()
+
     # A policy acting on the environment's observations, wrapped as a Scheduler, reaches
     # the same rewards in both APIs.
     def head_first(obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -119,8 +120,9 @@ def test_token_layout_is_the_same_for_any_cluster_and_window(edge):
     large = EdgeClusterEnv(tweak(edge, queue_window=16), 1.0)
     obs_small, _ = small.reset(seed=0)
     obs_large, _ = large.reset(seed=0)
-    assert obs_small.shape == (5 + 4 + 1, N_FEATURES + 2)
-    assert obs_large.shape == (16 + 8 + 1, N_FEATURES + 2)
+    # the columns are the model slots, not the models (v3): edge.model_slots for both
+    assert obs_small.shape == (5 + 4 + 1, N_FEATURES + edge.model_slots)
+    assert obs_large.shape == (16 + 8 + 1, N_FEATURES + edge.model_slots)
     for obs, window, servers in ((obs_small, 5, 4), (obs_large, 16, 8)):
         types = obs[:, :3].argmax(axis=1)
         assert (types[:window] == 0).all()
@@ -235,3 +237,80 @@ def test_time_limit_truncates(paper):
     while not (truncated or terminated):
         _, _, terminated, truncated, info = env.step(np.ones(env.action_space.shape, np.float32))
     assert truncated and not terminated and info["time"] > 30.0
+
+
+# ---------------------------------------------------------------------------
+# Model slots (v3)
+# ---------------------------------------------------------------------------
+
+
+def more_models(edge, copies: int):
+    """``edge`` with every model served as ``copies`` distinct models (same architecture)."""
+    models, mix = {}, {}
+    for name, spec in edge.models.items():
+        for copy in range(copies):
+            key = name if copy == 0 else f"{name}_v{copy}"
+            models[key] = spec.model_dump()
+            share = edge.workload.models[name]
+            mix[key] = {"share": share.share / copies, "resolutions": share.resolutions}
+    data = edge.model_dump()
+    data["models"], data["workload"]["models"] = models, mix
+    return type(edge).model_validate(data)
+
+
+def test_observation_width_is_the_slot_count_whatever_the_models(edge):
+    """One network reads 2 or 6 models: the model columns are the preset's slots."""
+    six = more_models(edge, 3)
+    assert len(six.models) == 6 <= edge.model_slots == six.model_slots
+    shapes = []
+    for preset in (edge, six):
+        env = EdgeClusterEnv(preset, 1.0)
+        obs, info = env.reset(seed=1000)
+        shapes.append(obs.shape)
+        assert info["model_slots"] == {name: i for i, name in enumerate(preset.models)}
+        sim = env.sim
+        for row, task in enumerate(sim.window()):  # identity: model i in slot i
+            slot = list(preset.models).index(task.model)
+            expected = [float(i == slot) for i in range(preset.model_slots)]
+            assert obs[row, N_FEATURES:].tolist() == expected
+    assert shapes[0] == shapes[1] == (10 + 8 + 1, N_FEATURES + edge.model_slots)
+    with pytest.raises(ValueError, match=r"has 2 model slot\(s\); the preset serves 6 models"):
+        Encoder(Simulator(six), model_slots=2)
+
+
+def test_permuted_slots_are_drawn_from_the_episode_seed(edge):
+    """The training env permutes slots per episode from the seed: the same seed gives the
+    same assignment and the same tasks as the identity env, only the slot columns move."""
+    six = more_models(edge, 3)
+    identity = EdgeClusterEnv(six, 1.0)
+    permuted = EdgeClusterEnv(six, 1.0, slot_assignment="permuted")
+    again = EdgeClusterEnv(six, 1.0, slot_assignment="permuted")
+    used, assignments = set(), set()
+    for seed in range(20):
+        plain, _ = identity.reset(seed=seed)
+        obs, info = permuted.reset(seed=seed)
+        repeat, info_again = again.reset(seed=seed)
+        assert info["model_slots"] == info_again["model_slots"] and np.array_equal(obs, repeat)
+        slots = info["model_slots"]
+        assert len(set(slots.values())) == 6 and set(slots.values()) <= set(range(8))
+        assignments.add(tuple(slots.values()))
+        used.update(slots.values())
+        assert [vars(t) for t in permuted.sim.tasks.values()] == [
+            vars(t) for t in identity.sim.tasks.values()
+        ]
+        # the observation is the identity's with the model columns moved to their slots
+        moved = plain.copy()
+        moved[:, N_FEATURES:] = 0.0
+        for i, name in enumerate(six.models):
+            moved[:, N_FEATURES + slots[name]] = plain[:, N_FEATURES + i]
+        assert np.array_equal(obs, moved)
+    assert used == set(range(8)) and len(assignments) == 20  # every slot is trained
+    with pytest.raises(ValueError, match=r"slot_assignment 'shuffled' is not supported; choose"):
+        EdgeClusterEnv(six, 1.0, slot_assignment="shuffled")
+
+
+def test_model_slots_must_hold_the_models(edge):
+    with pytest.raises(
+        ValueError, match=r"model_slots \(1\) must be at least the number of models \(2\)"
+    ):
+        tweak(edge, model_slots=1)

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from eat.evaluation.runner import run_episode
@@ -28,7 +29,7 @@ from eat.schedulers.rl.networks import (
     tokens_to_flat,
 )
 from eat.schedulers.rl.sac import NStepAccumulator, ReplayBuffer, Transition
-from eat.sim.encoding import Encoder
+from eat.sim.encoding import N_FEATURES, Encoder
 from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import Simulator
 from eat.training.loop import RunInterrupted, resolve_runs, train_run, validate, write_run
@@ -47,6 +48,9 @@ TINY = {
     "demo_episodes": 3,
     "bc_updates": 40,
     "critic_warmup_updates": 10,
+    "dagger_rounds": 1,
+    "dagger_episodes": 1,
+    "dagger_updates": 20,
     "learning_starts": 30,
     "updates_per_step": 0.5,
     "buffer_size": 5000,
@@ -366,7 +370,69 @@ def test_short_training_improves_on_the_initial_policy(params, trained_paper):
     initial = validate(build_actor(spec.config, trained_paper.shapes), spec, "cpu")
     final = trained_paper.summary
     assert final["val_reward"] > initial["val/reward"] + 0.3
-    assert set(trained_paper.curves["phase"]) == {"bc", "sac"}
+    assert list(dict.fromkeys(trained_paper.curves["phase"])) == ["bc", "dagger1", "sac"]
+
+
+def test_warm_start_records_what_each_phase_adds(trained_paper):
+    """Demonstrations and every DAgger round are labelled by the teacher (the rollout
+    planner), each phase is validated, and the summary names the phase it selected."""
+    summary = trained_paper.summary
+    assert trained_paper.spec.teacher == "rollout"
+    assert summary["teacher_labels"] == summary["warm_start_decisions"] > 0
+    curves = trained_paper.curves.set_index("phase")
+    assert summary["bc_val_reward"] == curves.loc["bc", "val/reward"]
+    assert summary["dagger1_val_reward"] == curves.loc["dagger1", "val/reward"]
+    assert summary["sac_val_reward"] == curves.loc["sac", "val/reward"].max()
+    assert summary["val_reward"] == max(
+        summary["bc_val_reward"], summary["dagger1_val_reward"], summary["sac_val_reward"]
+    )
+    best = {"bc": "bc_val_reward", "dagger1": "dagger1_val_reward", "sac": "sac_val_reward"}
+    assert summary[best[summary["best_phase"]]] == summary["val_reward"]
+    # labels grow through the phases: a DAgger round adds the learner's own states
+    labels = trained_paper.curves.drop_duplicates("phase").set_index("phase")["labels"]
+    assert labels["dagger1"] > labels["bc"] > 0
+
+
+def test_resume_after_the_warm_start_equals_uninterrupted(params, tmp_path):
+    """The warm start (demonstrations, DAgger) ends with a checkpoint: a run interrupted
+    in SAC after it resumes without repeating it and ends as an uninterrupted one."""
+    spec = tiny_spec(params, total_steps=90, eval_every=45)
+    straight = train_run(spec)
+    with pytest.raises(RunInterrupted):
+        train_run(spec, checkpoint_dir=tmp_path, stop_after_episodes=1)
+    resumed = train_run(spec, checkpoint_dir=tmp_path)
+    for name, tensor in straight.actor_state.items():
+        assert torch.equal(tensor, resumed.actor_state[name]), name
+    assert straight.summary["teacher_labels"] == resumed.summary["teacher_labels"]
+    columns = [c for c in straight.curves.columns if c.startswith("val/")]
+    assert straight.curves[columns].equals(resumed.curves[columns])
+
+
+def test_decision_loss_scores_what_the_action_decodes_to():
+    from eat.schedulers.rl.networks import TokenLayout
+    from eat.schedulers.rl.sac import decision_loss
+
+    layout = TokenLayout(window=3, servers=2)  # action: gate, steps, gang, 3 slots, 2 servers
+    demo = torch.tensor([[0.95, 0.2, -0.5, -0.95, 0.95, -0.95, 0.95, -0.95]])
+    mask = torch.tensor([[1.0, 1, 1, 1, 1, 0, 1, 1]])  # slot 2 cannot start now
+
+    def loss(mean: list[float]) -> float:
+        return float(decision_loss(torch.tensor([mean]), demo, mask, layout))
+
+    base = [2.0, float(np.arctanh(0.2)), float(np.arctanh(-0.5)), 0.0, 1.0, 0.0, 1.0, -1.0]
+    # a larger margin for the teacher's slot and servers lowers the loss
+    assert loss([*base[:4], 3.0, *base[5:]]) < loss(base)
+    assert loss([*base[:6], 3.0, -3.0]) < loss(base)
+    # a slot that cannot be dispatched does not count, however high its score
+    assert loss([*base[:5], 50.0, *base[6:]]) == pytest.approx(loss(base))
+    # steps off target cost; gate on the wrong side costs
+    assert loss([base[0], 1.5, *base[2:]]) > loss(base)
+    assert loss([-2.0, *base[1:]]) > loss(base)
+    # a teacher that waits: only the gate matters
+    wait = torch.full_like(demo, -0.95)
+    assert float(decision_loss(torch.tensor([[-3.0, 5, 5, 5, -5, 5, 5, 5]]), wait, mask, layout)) == (
+        pytest.approx(float(F.softplus(torch.tensor(-3.0))))
+    )
 
 
 def test_policy_trained_on_4_servers_runs_on_8(params, trained_paper, tmp_path):
@@ -395,23 +461,40 @@ def test_an_mlp_policy_refuses_a_cluster_of_another_size(params, tmp_path):
     scheduler = RLScheduler(actor, "sac", trained_on="paper")
     assert len(run_episode(preset, scheduler, 0.05, seed=1000).tasks) == 32  # its own cluster
     bigger = tweak(preset, servers=[{"gpu": "reference", "count": 8}])
+    slots = preset.model_slots
     with pytest.raises(
         ValueError,
-        match=r"'sac' has an MLP encoder .* trained on preset 'paper' for 1 model\(s\) and 15 tokens.*this simulator has 1 model\(s\) and 19 tokens \(window 10 \+ 8 servers",
+        match=rf"'sac' has an MLP encoder .* trained on preset 'paper' for {slots} model slot\(s\) and 15 tokens.*this simulator has 1 model\(s\) and 19 tokens \(window 10 \+ 8 servers",
     ):
         run_episode(bigger, scheduler, 0.05, seed=1000)
-    two_models = tweak(
-        preset,
-        models={
-            "sd14": {"memory_gb": 4.0, "profile_model": "sd15"},
-            "sd15": {"memory_gb": 4.0, "profile_model": "sd15"},
-        },
-    )
+    # more models than the network's model slots (v3: the width is the slot count, so
+    # fewer models than slots, or as many, are read)
+    spec = {"memory_gb": 4.0, "profile_model": "sd15"}
+    models = {"sd14": spec, **{f"sd14_v{i}": spec for i in range(1, slots + 1)}}
+    too_many = tweak(preset, models=models, model_slots=slots + 1)
     attention = RLScheduler(small_actor(env, obs, "gaussian", "attention"), "eat")
     with pytest.raises(
-        ValueError, match=r"attention encoder trained for 1 model\(s\); this simulator has 2"
+        ValueError,
+        match=rf"attention encoder trained for {slots} model slot\(s\); this simulator has {slots + 1} model\(s\)",
     ):
-        run_episode(two_models, attention, 0.05, seed=1000)
+        run_episode(too_many, attention, 0.05, seed=1000)
+    as_many = tweak(preset, models=dict(list(models.items())[:slots]))
+    assert len(run_episode(as_many, attention, 0.05, seed=1000).tasks) == 32
+
+
+def test_a_network_reads_with_its_own_slot_count_whatever_the_preset_says(edge):
+    """A checkpoint built for 2 model slots (the v2 width of edge, one per model) runs on
+    a preset whose observation has 8: the scheduler encodes with the network's count."""
+    narrow = tweak(edge, model_slots=2, workload={"total_tasks": 12})
+    env = EdgeClusterEnv(narrow, 1.0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape[1] == N_FEATURES + 2
+    scheduler = RLScheduler(small_actor(env, obs, "gaussian", "attention"), "eat")
+    wide = tweak(narrow, model_slots=8)
+    assert scheduler.model_slots == 2
+    assert scheduler.misfit(Simulator(wide)) is None
+    assert len(run_episode(wide, scheduler, 1.0, seed=1000).tasks) == 12
+    assert scheduler.encoder(Simulator(wide)).n_features == N_FEATURES + 2
 
 
 def test_rl_scheduler_decisions_are_valid_on_edge(params):
@@ -435,9 +518,10 @@ def test_rl_scheduler_decisions_are_valid_on_edge(params):
 
 def test_params_reject_unknown_and_untrained_agents():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "ppo"]
+    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "dqn"]
     with pytest.raises(
-        ParamsError, match=r"evaluate\.schedulers\.2: .*'eat', 'd2sac' or 'sac' \(got 'ppo'\)"
+        ParamsError,
+        match=r"evaluate\.schedulers\.2: .*'eat', 'd2sac', 'sac', 'ppo' or 'maskable_ppo' \(got 'dqn'\)",
     ):
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -591,3 +675,27 @@ def test_crossed_bootstrap_covers_training_and_workload_variance():
     assert out["latency_mean_ci_low"] < out["latency_mean"] < out["latency_mean_ci_high"]
     with pytest.raises(ValueError, match="incomplete"):
         aggregate_crossed(frame.iloc[1:], ["latency_mean"], confidence=0.95, n_resamples=50, seed=0)
+
+
+def test_phase_table_orders_phases_and_takes_gains_from_the_phase_before():
+    import pandas as pd
+
+    from eat.stages.train import phase_table
+
+    runs = pd.DataFrame(
+        {
+            "preset": ["edge"],
+            "agent": ["eat"],
+            "seed": [0],
+            "val_reward": [9.0],  # the selected phase's: must not clash with the melt
+            "sac_val_reward": [8.0],
+            "bc_val_reward": [10.0],
+            "dagger1_val_reward": [10.5],
+            "final_val_reward": [7.0],
+        }
+    )
+    teachers = pd.DataFrame({"preset": ["edge"], "teacher": ["rollout"], "reward": [11.0]})
+    table = phase_table(runs, teachers)
+    assert table["phase"].tolist() == ["bc", "dagger1", "sac"]
+    assert table["gain"].tolist()[1:] == pytest.approx([0.5, -2.5])
+    assert table["teacher_val_reward"].eq(11.0).all()

@@ -71,7 +71,7 @@ def test_bad_testbed_values_name_the_key(raw, change, pattern):
 
 
 def test_learned_testbed_schedulers_must_be_trained(raw):
-    raw["evaluate"]["schedulers"] = ["fifo", "eft"]  # only the testbed asks for agents
+    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "fifo"]  # only the testbed asks for agents
     broken = copy.deepcopy(raw)
     broken["testbed"]["schedulers"] = ["eat"]
     broken["train"]["agents"] = ["sac"]

@@ -508,3 +508,75 @@ def robust_statistics_figure(table: pd.DataFrame, path: str | Path | None = None
         ax.invert_yaxis()
         ax.set_title(title)
     return finish(fig, path)
+
+
+def generalisation_figure(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
+    """Per training preset: each learned agent's mean reward relative to the best
+    heuristic on every scenario (0: as good as the best heuristic), with its crossed
+    bootstrap interval; a scenario an agent cannot read is marked ``n/a``. The best
+    heuristic's name is beside each scenario."""
+    required = {"preset", "scenario", "rate", "scheduler", "learned", "applicable"}
+    missing = sorted(required - set(table.columns))
+    if missing:
+        raise ValueError(f"generalisation table is missing column(s) {missing}")
+    presets = list(dict.fromkeys(table["preset"]))
+    learned = table[table["learned"].astype(bool)]
+    agents = list(dict.fromkeys(learned["scheduler"]))
+    palette = scheduler_palette(agents)
+    heights = [
+        learned[learned["preset"] == p][["scenario", "rate"]].drop_duplicates().shape[0]
+        for p in presets
+    ]
+    fig, axes = new_figure_grid((10.0, 1.5 + 0.45 * max(heights, default=1)), 1, len(presets))
+    offsets = np.linspace(-0.25, 0.25, max(len(agents), 1))
+    for ax, preset in zip(axes[0], presets, strict=True):
+        rows = learned[learned["preset"] == preset]
+        points = list(dict.fromkeys(zip(rows["scenario"], rows["rate"], strict=True)))
+        best = (
+            table[table["preset"] == preset].groupby(["scenario", "rate"])["best_heuristic"].first()
+        )
+        for offset, agent in zip(offsets, agents, strict=True):
+            for y, (scenario, rate) in enumerate(points):
+                row = rows[
+                    (rows["scheduler"] == agent)
+                    & (rows["scenario"] == scenario)
+                    & (rows["rate"] == rate)
+                ]
+                if row.empty:
+                    continue
+                record = row.iloc[0]
+                if not record["applicable"] or pd.isna(record["reward_relative"]):
+                    ax.text(
+                        0.99,  # at the right edge (axes coordinates), whatever the range
+                        y + offset,
+                        "n/a",
+                        transform=ax.get_yaxis_transform(),
+                        color=palette[agent],
+                        fontsize=7,
+                        ha="right",
+                        va="center",
+                    )
+                    continue
+                value = 100.0 * record["reward_relative"]
+                low = 100.0 * record["reward_relative_ci_low"]
+                high = 100.0 * record["reward_relative_ci_high"]
+                ax.errorbar(
+                    value,
+                    y + offset,
+                    xerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]],
+                    fmt="o",
+                    capsize=2,
+                    color=palette[agent],
+                )
+        labels = [
+            f"{scenario} @ {rate:g}\n(best: {best[(scenario, rate)]})" for scenario, rate in points
+        ]
+        ax.set_yticks(range(len(points)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0.0, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("reward relative to the best heuristic (%)")
+        ax.set_title(f"trained on {preset}")
+    handles = [Line2D([], [], marker="o", linestyle="", color=palette[a], label=a) for a in agents]
+    if handles:
+        outside_legend(axes[0, -1], handles=handles)
+    return finish(fig, path)

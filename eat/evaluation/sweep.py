@@ -13,7 +13,7 @@ workers finish: every episode depends on its seeds only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -85,15 +85,32 @@ class SweepResult:
     tasks: pd.DataFrame
     """Every task record, with preset, scheduler, rate and seed columns."""
     results: dict[EpisodeJob, EpisodeResult] = field(repr=False)
+    nodes: dict[EpisodeJob, str] = field(default_factory=dict, repr=False)
+    """The Ray node each job ran on (empty for a serial sweep): where, not what."""
+
+
+MakeScheduler = Callable[[str, int | None], Scheduler]
+"""What a sweep builds schedulers with: (name, training seed or None) -> a scheduler,
+e.g. a :class:`SchedulerFactory`, or a function that knows a scheduler of one's own
+(with ``parallel="ray"`` it must pickle: a module-level function or plain data)."""
 
 
 def _run_chunk(
-    preset: PresetConfig, factory: SchedulerFactory, jobs: list[EpisodeJob]
+    preset: PresetConfig, factory: MakeScheduler, jobs: list[EpisodeJob]
 ) -> list[EpisodeResult]:
     """The episodes of one scheduler and training seed, on one simulator."""
     scheduler = factory(jobs[0].scheduler, jobs[0].train_seed)
     sim = Simulator(preset)
     return [run_episode(preset, scheduler, job.rate, job.seed, sim=sim) for job in jobs]
+
+
+def _run_chunk_remote(
+    preset: PresetConfig, factory: MakeScheduler, jobs: list[EpisodeJob]
+) -> tuple[str, list[EpisodeResult]]:
+    """A Ray task: :func:`_run_chunk`, and the id of the node it ran on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), _run_chunk(preset, factory, jobs)
 
 
 def chunks(jobs: Sequence[EpisodeJob], size: int) -> list[list[EpisodeJob]]:
@@ -116,7 +133,7 @@ def run_sweep(
     preset_name: str,
     preset: PresetConfig,
     jobs: Sequence[EpisodeJob],
-    factory: SchedulerFactory,
+    factory: MakeScheduler,
     *,
     parallel: Literal["serial", "ray"] = "serial",
     ray_address: str | None = None,
@@ -128,6 +145,7 @@ def run_sweep(
     """Run ``jobs`` (module docstring); the result does not depend on ``parallel``."""
     groups = chunks(jobs, chunk_size)
     outcomes: list[list[EpisodeResult]] = []
+    nodes: dict[EpisodeJob, str] = {}
     bar = tqdm(total=len(jobs), desc=label or f"evaluate {preset_name}", disable=not progress)
     if parallel == "serial":
         for group in groups:
@@ -139,7 +157,10 @@ def run_sweep(
         ray = import_ray()
         started = start_ray(ray_address, num_cpus=num_cpus)
         try:
-            remote = ray.remote(num_cpus=1, max_retries=2)(_run_chunk)
+            # SPREAD: a cluster's nodes share the chunks instead of the head running them
+            remote = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(
+                _run_chunk_remote
+            )
             preset_ref, factory_ref = ray.put(preset), ray.put(factory)
             pending = {
                 remote.remote(preset_ref, factory_ref, group): i for i, group in enumerate(groups)
@@ -149,7 +170,8 @@ def run_sweep(
             while waiting:
                 finished, waiting = ray.wait(waiting, num_returns=1)
                 index = pending[finished[0]]
-                done_by_index[index] = ray.get(finished[0])
+                node, done_by_index[index] = ray.get(finished[0])
+                nodes.update(dict.fromkeys(groups[index], node))
                 bar.update(len(groups[index]))
             outcomes = [done_by_index[i] for i in range(len(groups))]
         finally:
@@ -173,7 +195,9 @@ def run_sweep(
             rows.append({**keys, **result.metrics()})
             task_frames.append(result.tasks.assign(**keys))
             results[job] = result
-    return SweepResult(pd.DataFrame(rows), pd.concat(task_frames, ignore_index=True), results)
+    return SweepResult(
+        pd.DataFrame(rows), pd.concat(task_frames, ignore_index=True), results, nodes
+    )
 
 
 def grid(

@@ -10,7 +10,10 @@ is pending, so that waiting is always possible.
 Shared conventions:
 
 - *capable* server: one whose memory can hold the task's model (edge).
-- *fixed steps*: ``settings.fixed_steps`` clipped into ``[min_steps, max_steps]``.
+- *fixed steps*: ``settings.fixed_steps`` clipped into the task's steps range
+  (``sim.steps_range``: ``[min_steps, max_steps]``, or only its own steps when the task
+  has them, as a trace's requests do; every scheduler searches or draws steps in that
+  range, so a request's own steps are always respected).
 - *fixed gang size* (:func:`fixed_gang_size`): the largest of the task's gang sizes
   (``placement.gang_sizes``: on edge, the allowed sizes its capable servers, busy or
   free, can host) ``<= settings.fixed_gang_size``; the smallest if none is ``<=`` it.
@@ -48,12 +51,15 @@ Gang = tuple[int, ...]
 # ---------------------------------------------------------------------------
 
 
-def steps_range(sim: Simulator) -> range:
-    return range(sim.preset.min_steps, sim.preset.max_steps + 1)
+def steps_range(sim: Simulator, task: Task) -> range:
+    """The steps ``task`` may run with (:meth:`~eat.sim.simulator.Simulator.steps_range`)."""
+    return sim.steps_range(task)
 
 
-def clip_steps(sim: Simulator, steps: int) -> int:
-    return min(sim.preset.max_steps, max(sim.preset.min_steps, steps))
+def clip_steps(sim: Simulator, task: Task, steps: int) -> int:
+    """``steps`` clipped into the task's steps range."""
+    allowed = sim.steps_range(task)
+    return min(allowed[-1], max(allowed[0], steps))
 
 
 def capable_servers(sim: Simulator, task: Task, *, free_only: bool) -> list[int]:
@@ -153,7 +159,7 @@ def rewards_by_steps(sim: Simulator, task: Task, timing: GangTiming) -> list[tup
     return rewards_over_steps(
         sim.preset.reward,
         sim.quality.table,
-        steps_range(sim),
+        steps_range(sim, task),
         wait=sim.now - task.arrival,
         avg_wait=sim.avg_wait_excluding(task),
         now=sim.now,
@@ -222,12 +228,13 @@ class DispatchTable:
         :meth:`key`)."""
         if not self.gangs or count <= 0:
             return []
-        flat = self.rewards.ravel()
+        allowed = np.isfinite(self.rewards)  # -inf: steps outside the task's own
+        flat = self.rewards[allowed]
         if count < flat.size:
             threshold = np.partition(flat, flat.size - count)[flat.size - count]
-            rows, columns = np.nonzero(self.rewards >= threshold)
+            rows, columns = np.nonzero(allowed & (self.rewards >= threshold))
         else:
-            rows, columns = np.nonzero(np.ones_like(self.rewards, dtype=bool))
+            rows, columns = np.nonzero(allowed)
         entries = sorted(
             zip(rows.tolist(), columns.tolist(), strict=True),
             key=lambda rc: (-float(self.rewards[rc]), *self.key(*rc)),
@@ -260,7 +267,12 @@ def dispatch_table(sim: Simulator, tasks: Sequence[Task], cache: TimingCache) ->
             gangs.append(gang)
             timings.append(timing)
             waits.append(avg_wait)
-    steps = steps_range(sim)
+    # One steps axis for every row: the union of the tasks' ranges (a trace's task has
+    # its own steps); entries outside a row's own range are -inf, never chosen.
+    ranges = [steps_range(sim, task) for task in row_tasks] or [
+        range(sim.preset.min_steps, sim.preset.max_steps + 1)
+    ]
+    steps = range(min(r.start for r in ranges), max(r.stop for r in ranges))
     rewards = reward_table(
         sim.preset.reward,
         sim.quality.table,
@@ -273,7 +285,13 @@ def dispatch_table(sim: Simulator, tasks: Sequence[Task], cache: TimingCache) ->
         step_s=np.array([timing.step_s for timing in timings]),
         tail_s=np.array([timing.tail_s for timing in timings]),
     )
-    return DispatchTable(row_tasks, gangs, steps, rewards.reshape(len(gangs), len(steps)))
+    rewards = rewards.reshape(len(gangs), len(steps))
+    if any(r != steps for r in ranges):
+        counts = np.arange(steps.start, steps.stop)[None, :]
+        starts = np.array([r.start for r in ranges])[:, None]
+        stops = np.array([r.stop for r in ranges])[:, None]
+        rewards = np.where((counts >= starts) & (counts < stops), rewards, -np.inf)
+    return DispatchTable(row_tasks, gangs, steps, rewards)
 
 
 # ---------------------------------------------------------------------------
@@ -287,8 +305,8 @@ class RandomScheduler(Scheduler):
     Task uniform among the dispatchable window tasks; gang size uniform among
     ``sim.feasible_gang_sizes(task)``; servers a uniformly random subset of that size
     of the free servers that can hold the model, where the placement rule lets the
-    scheduler choose (paper: the rule's); steps uniform over ``[min_steps,
-    max_steps]``. All draws come from the generator given to :meth:`reset`.
+    scheduler choose (paper: the rule's); steps uniform over the task's steps range
+    (``[min_steps, max_steps]``). All draws come from the generator given to :meth:`reset`.
     """
 
     name: ClassVar[str] = "random"
@@ -301,7 +319,8 @@ class RandomScheduler(Scheduler):
         if not tasks:
             return None
         task = tasks[int(self.rng.integers(len(tasks)))]
-        steps = int(self.rng.integers(sim.preset.min_steps, sim.preset.max_steps + 1))
+        allowed = sim.steps_range(task)
+        steps = int(self.rng.integers(allowed[0], allowed[-1] + 1))
         sizes = sim.feasible_gang_sizes(task)
         size = sizes[int(self.rng.integers(len(sizes)))]  # one size: numpy draws nothing
 
@@ -331,7 +350,7 @@ class FifoScheduler(Scheduler):
         window = sim.window()
         if not window:
             return None
-        steps = clip_steps(sim, self.settings.fixed_steps)
+        steps = clip_steps(sim, window[0], self.settings.fixed_steps)
         return fixed_dispatch(sim, window[0], steps, self.settings.fixed_gang_size)
 
 
@@ -345,8 +364,8 @@ class FirstFitScheduler(Scheduler):
         self.settings = settings
 
     def decide(self, sim: Simulator) -> Dispatch | None:
-        steps = clip_steps(sim, self.settings.fixed_steps)
         for task in sim.window():
+            steps = clip_steps(sim, task, self.settings.fixed_steps)
             dispatch = fixed_dispatch(sim, task, steps, self.settings.fixed_gang_size)
             if dispatch is not None:
                 return dispatch
@@ -394,7 +413,8 @@ class EftOption:
 class EarliestFinishTimeScheduler(Scheduler):
     """Earliest finish time: min-min list scheduling over the queue window.
 
-    Steps are fixed to ``sim.quality.fewest_steps_reaching(settings.target_quality)``.
+    Steps are fixed to ``sim.quality.fewest_steps_reaching(settings.target_quality)``
+    (a task's own steps when it has them).
     Each server is available at ``now`` if free, else at its ``busy_until``. A task's
     finish time on a gang is ``max(members' availability) + duration(steps)``, where
     the duration includes the cold starts that current residency implies. Gangs
@@ -423,14 +443,17 @@ class EarliestFinishTimeScheduler(Scheduler):
         self._shortest_key: object | None = None
         self._shortest: dict[tuple, float] = {}
 
-    def steps(self, sim: Simulator) -> int:
+    def steps(self, sim: Simulator, task: Task | None = None) -> int:
+        """The steps ``task`` runs with (without a task: those of any task that has no
+        steps of its own)."""
+        if task is not None and task.steps is not None:
+            return task.steps
         preset = sim.preset
         return sim.quality.fewest_steps_reaching(
             self.settings.target_quality, preset.min_steps, preset.max_steps
         )
 
     def decide(self, sim: Simulator) -> Dispatch | None:
-        steps = self.steps(sim)
         now = sim.now
         avail = [now if s.task_id is None else max(now, s.busy_until) for s in sim.servers]
         reserved: set[int] = set()
@@ -441,7 +464,9 @@ class EarliestFinishTimeScheduler(Scheduler):
             for task in remaining:
                 combo = self._combo(task)
                 if combo not in best_of:
-                    best_of[combo] = self.earliest_option(sim, task, steps, avail, reserved)
+                    best_of[combo] = self.earliest_option(
+                        sim, task, self.steps(sim, task), avail, reserved
+                    )
                 option = best_of[combo]
                 if option is None:
                     continue
@@ -452,7 +477,7 @@ class EarliestFinishTimeScheduler(Scheduler):
                 break
             _, task, option = chosen
             if self._startable(sim, option, reserved):
-                return self._dispatch(sim, task, steps, option)
+                return self._dispatch(sim, task, self.steps(sim, task), option)
             for server_id in option.gang:
                 avail[server_id] = option.finish
             reserved.update(option.gang)
@@ -463,12 +488,12 @@ class EarliestFinishTimeScheduler(Scheduler):
                     del best_of[combo]
         if sim.next_event_time() is not None:
             return None
-        return self._fallback(sim, steps)
+        return self._fallback(sim)
 
     @staticmethod
     def _combo(task: Task) -> tuple:
         """Tasks with equal combos have the same options."""
-        return (task.model, task.resolution, task.gang_size)
+        return (task.model, task.resolution, task.gang_size, task.steps)
 
     def _startable(
         self, sim: Simulator, option: EftOption, reserved: set[int] | frozenset[int]
@@ -480,17 +505,20 @@ class EarliestFinishTimeScheduler(Scheduler):
     def _dispatch(self, sim: Simulator, task: Task, steps: int, option: EftOption) -> Dispatch:
         return Dispatch(task.task_id, steps, option.gang)
 
-    def _fallback(self, sim: Simulator, steps: int) -> Dispatch | None:
+    def _fallback(self, sim: Simulator) -> Dispatch | None:
         now = sim.now
         avail = [now if s.task_id is None else math.inf for s in sim.servers]
         best = None
         for task in sim.dispatchable():
-            option = self.earliest_option(sim, task, steps, avail, set())
+            option = self.earliest_option(sim, task, self.steps(sim, task), avail, set())
             if option is not None and self._startable(sim, option, set()):
                 key = (option.finish, task.arrival, task.task_id)
                 if best is None or key < best[0]:
                     best = (key, task, option)
-        return None if best is None else self._dispatch(sim, best[1], steps, best[2])
+        if best is None:
+            return None
+        _, task, option = best
+        return self._dispatch(sim, task, self.steps(sim, task), option)
 
     def earliest_option(
         self,
@@ -588,9 +616,10 @@ class WarmFirstScheduler(Scheduler):
                 return Dispatch(task.task_id, steps, gang)
         return None
 
-    def _warm_soon(self, sim: Simulator, task: Task, steps: int) -> bool:
-        """The warm gangs serve ``task`` and the same-need tasks behind it, each starting
-        sooner than a cold start would take (see the class docstring)."""
+    def _warm_soon(self, sim: Simulator, task: Task) -> bool:
+        """The warm gangs serve ``task`` and the same-need tasks behind it (each at its
+        fixed steps), each starting sooner than a cold start would take (see the class
+        docstring)."""
         now = sim.now
         window = sim.window()
         queued = window[window.index(task) :]
@@ -602,7 +631,12 @@ class WarmFirstScheduler(Scheduler):
         durations = []
         if gang is not None:
             warm = [True] * len(gang)
-            durations = [self.cache.timing(sim, t, gang, warm).duration(steps) for t in line]
+            durations = [
+                self.cache.timing(sim, t, gang, warm).duration(
+                    clip_steps(sim, t, self.settings.fixed_steps)
+                )
+                for t in line
+            ]
         if len(slots) < width:
             return False
         slots.sort()
@@ -615,17 +649,18 @@ class WarmFirstScheduler(Scheduler):
         return start - now < cold
 
     def decide(self, sim: Simulator) -> Dispatch | None:
-        steps = clip_steps(sim, self.settings.fixed_steps)
+        fixed = self.settings.fixed_steps
         window = sim.window()
         for task in window:
-            dispatch = self._warm_dispatch(sim, task, steps)
+            dispatch = self._warm_dispatch(sim, task, clip_steps(sim, task, fixed))
             if dispatch is not None:
                 return dispatch
         for task in window:
+            steps = clip_steps(sim, task, fixed)
             dispatch = fixed_dispatch(sim, task, steps, self.settings.fixed_gang_size)
             if dispatch is None:
                 continue
-            if sim.next_event_time() is not None and self._warm_soon(sim, task, steps):
+            if sim.next_event_time() is not None and self._warm_soon(sim, task):
                 return None
             return dispatch
         return None
@@ -640,8 +675,9 @@ class EdfScheduler(Scheduler):
     the best-quality steps (ties: fewer steps) whose finish meets the deadline; with
     the eat_reference curve, which peaks at 30, that is the most steps up to 30. The
     gang: one that meets the deadline at the best quality, then the earliest finish,
-    then fewer servers. If no gang meets the deadline at any steps, use ``min_steps``
-    on the gang that finishes earliest. Never waits.
+    then fewer servers. If no gang meets the deadline at any steps, use the fewest steps
+    (``min_steps``) on the gang that finishes earliest. A task's own steps, when it has
+    them, are the only steps searched. Never waits.
     """
 
     name: ClassVar[str] = "edf"
@@ -655,18 +691,17 @@ class EdfScheduler(Scheduler):
         if not tasks:
             return None
         task = min(tasks, key=lambda t: t.deadline)  # min keeps the first (oldest) on ties
+        allowed = steps_range(sim, task)
         best: tuple | None = None
         for gang, timing in free_candidates(sim, task, self.cache):
             meeting = [
-                steps
-                for steps in steps_range(sim)
-                if sim.now + timing.duration(steps) <= task.deadline
+                steps for steps in allowed if sim.now + timing.duration(steps) <= task.deadline
             ]
             if meeting:
                 steps = max(meeting, key=lambda s: (sim.quality(s), -s))
                 missed, quality = False, sim.quality(steps)
             else:
-                steps, missed, quality = sim.preset.min_steps, True, 0.0
+                steps, missed, quality = allowed[0], True, 0.0
             finish = sim.now + timing.duration(steps)
             key = (missed, -quality, finish, len(gang), gang)
             if best is None or key < best[0]:

@@ -1,6 +1,6 @@
 """Any policy over the environment's observations, as a :class:`~eat.schedulers.base.Scheduler`.
 
-A policy trained on ``gymnasium.make("eat/EdgeCluster-v2")`` (by this package or any
+A policy trained on ``gymnasium.make("eat/EdgeCluster-v3")`` (by this package or any
 other library) maps an observation and its action mask to an action. Wrapped in
 :class:`PolicyScheduler`, it decides on a live :class:`~eat.sim.simulator.Simulator`
 through the same encoding as the environment (:class:`~eat.sim.encoding.Encoder`:
@@ -10,6 +10,10 @@ scheduler::
 
     scheduler = PolicyScheduler(lambda obs, mask: model.predict(obs)[0], name="mine")
     result = run_episode(preset, scheduler, rate=0.5, seed=1000)
+
+The observation has the preset's ``model_slots`` model columns unless ``model_slots``
+says how many the policy was trained with (the identity slot assignment, as in every
+evaluation).
 """
 
 from __future__ import annotations
@@ -29,19 +33,23 @@ Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class PolicyScheduler(Scheduler):
     """Decides with ``policy`` on the environment's observation (module docstring)."""
 
-    def __init__(self, policy: Policy, name: str = "policy") -> None:
+    def __init__(
+        self, policy: Policy, name: str = "policy", *, model_slots: int | None = None
+    ) -> None:
         self.policy = policy
         self.name = name  # type: ignore[misc]  # an instance name, unlike the heuristics'
+        self.model_slots = model_slots
+        """Model columns of the policy's observations (None: the preset's)."""
         self._encoder: Encoder | None = None
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
         self.rng = rng
-        self._encoder = Encoder(sim)
+        self._encoder = Encoder(sim, self.model_slots)
 
     def encoder(self, sim: Simulator) -> Encoder:
         """The encoding of ``sim`` (made on first use when ``reset`` was not called)."""
         if self._encoder is None or self._encoder.sim is not sim:
-            self._encoder = Encoder(sim)
+            self._encoder = Encoder(sim, self.model_slots)
         return self._encoder
 
     def action(self, sim: Simulator) -> np.ndarray:

@@ -4,8 +4,22 @@ environment and by learned schedulers that act on a live simulator.
 Tokens (rows of the observation), in this order:
 ``queue_window`` task tokens (visible queue, oldest first; empty slots have
 ``present = 0``), one token per server, and one global token. Every token has the
-same ``N_FEATURES + n_models`` columns, so an attention encoder reads any cluster
+same ``N_FEATURES + model_slots`` columns, so an attention encoder reads any cluster
 size and queue window; the first three columns are a one-hot token type.
+
+Model slots. The last ``model_slots`` columns (the preset's ``model_slots``, or the
+count a trained network was built for) name models: a task token marks its model's
+slot, a server token the slots of the models it serves warm. The width depends on the
+slot count, not on the number of models, so one network reads a preset with more models
+than it was trained on, up to its slot count. Which slot a model takes is the encoder's
+*slot assignment* (:meth:`Encoder.assign_slots`): the identity by default (the preset's
+``i``-th model in slot ``i``; with as many slots as models this is the one-hot of
+``eat/EdgeCluster-v2``), or a random injective assignment drawn from a generator.
+Training environments draw one per episode from the episode seed
+(:func:`slot_rng`, ``EdgeClusterEnv(slot_assignment="permuted")``), so every slot is
+trained and the policy learns to match a task's slot with the servers' slots whatever
+they are (slot equivariance) rather than the meaning of one slot; evaluation keeps the
+identity, so a model's slot never depends on the scheduler being evaluated.
 
 Every column is relative to the cluster and workload at hand, never an absolute number
 of GB, pixels or seconds, so that a policy reads a cluster of other GPUs, models or time
@@ -19,10 +33,11 @@ Task token columns: 0-2 type, 3 present, 4 waiting time / tau, 5 time to deadlin
 (clipped to [-10, 10]; 0 without a deadline), 6 has a deadline, 7 pixels / the largest
 image's pixels, 8 fixed gang size / the largest allowed gang size (0 when the scheduler
 chooses), 9 dispatchable now, 10 cold start the task would pay on the best free gang
-now / tau, 11 nominal warm service time / tau, 12 position in the queue / window (0 =
+now / tau, 11 nominal warm service time / tau (at the task's own steps when it has
+them, else at the deadline's reference steps), 12 position in the queue / window (0 =
 oldest: tasks that arrived together, such as the paper preset's initial burst, have
-equal waiting times, and first-come first-served needs their order), then a one-hot of
-its model.
+equal waiting times, and first-come first-served needs their order), then its model's
+slot (one-hot over the model slots).
 
 Server token columns: 0-2 type, 3 present, 4 remaining busy time / tau, 5 speed / the
 fastest server's, 6 memory / the largest model's footprint, 7 free now, 8 size of its
@@ -30,14 +45,14 @@ warm group / the largest allowed gang size, 9 whole warm group free, 10-12 its s
 (zero without a topology: every server in one site): 10 free servers of its site / the
 largest allowed gang size (the largest gang that stays within the site), 11 servers of
 its site / the largest allowed gang size, 12 its site's index / the number of sites
-(which servers share a site); then per model 1 if it serves the model warm (resident,
-or in a warm group).
+(which servers share a site); then per model slot 1 if it serves that slot's model warm
+(resident, or in a warm group).
 
 ``server_tokens: per_group`` pools the servers of one GPU type at one site into one
 token (the *groups*, in order of their first server), for clusters of a thousand
 servers: 4 mean remaining busy time of its servers / tau, 5 speed, 6 memory, 7 share of
 its servers free, 8 its servers / the largest allowed gang size, 9 zero, 10-12 its
-site as above, then per model the share of its servers holding the model.
+site as above, then per model slot the share of its servers holding that slot's model.
 
 Global token columns: 0-2 type, 3 present, 4 current time / tau (time since the
 episode start), 5 queue length / window, 6 share of the episode's tasks not yet
@@ -47,7 +62,8 @@ topology).
 
 Action (a Box in [-1, 1]^(3 + window + server tokens)), aligned with the tokens:
 ``a[0]`` dispatch if > 0 else wait for the next event; ``a[1]`` steps, mapped
-linearly from [-1, 1] to [min_steps, max_steps] and rounded; ``a[2]`` gang size
+linearly from [-1, 1] to [min_steps, max_steps] and rounded (a task with its own steps,
+a trace's request, runs with those whatever ``a[1]`` says); ``a[2]`` gang size
 (edge), mapped to an index of ``allowed_gang_sizes``; ``a[3 : 3 + window]`` one
 score per task slot; ``a[3 + window :]`` one score per server (per group with
 ``per_group``).
@@ -59,7 +75,8 @@ feasible size below it (or the smallest feasible one); the servers are the
 highest-scoring free servers that can hold the model (ties: lower id; ``per_group``:
 a server scores its group's score, ties: holding the model first, then lower id); a
 wait when no event is pending (nothing could ever change) is executed as a dispatch.
-``info["action_mask"]`` marks the slots whose values matter now.
+``info["action_mask"]`` marks the slots whose values matter now (the steps value does
+not when every visible task has its own steps).
 """
 
 from __future__ import annotations
@@ -76,10 +93,30 @@ ACTION_GATE, ACTION_STEPS, ACTION_GANG = 0, 1, 2
 N_GLOBAL_ACTIONS = 3
 
 
-class Encoder:
-    """Builds observations and masks, and decodes actions, for one preset."""
+def slot_rng(seed: int) -> np.random.Generator:
+    """The generator of an episode's slot assignment: a third stream of the episode seed,
+    independent of the workload and noise streams of
+    :func:`~eat.sim.simulator.episode_rngs` (which it leaves unchanged), so permuting the
+    slots never changes an episode's tasks."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
 
-    def __init__(self, sim: Simulator) -> None:
+
+def server_token_count(sim: Simulator) -> int:
+    """Server tokens of ``sim``'s observation: one per server, or with ``per_group`` one
+    per (site, GPU type) group; known without building an encoder, so a scheduler can
+    refuse a simulator before reading it."""
+    if sim.preset.server_tokens != "per_group":
+        return sim.n_servers
+    return len({(site, spec[0]) for spec, site in zip(sim.server_specs, sim.server_sites, strict=True)})
+
+
+class Encoder:
+    """Builds observations and masks, and decodes actions, for one preset.
+
+    ``model_slots``: the model columns of every token (default: the preset's
+    ``model_slots``); it must be at least the preset's number of models."""
+
+    def __init__(self, sim: Simulator, model_slots: int | None = None) -> None:
         self.sim = sim
         preset = sim.preset
         self.window = preset.queue_window
@@ -89,8 +126,16 @@ class Encoder:
         self.n_server_tokens = self.n_groups if self.pooled else self.n_servers
         """Server tokens (and server scores of the action): servers, or groups."""
         self.models = list(preset.models)
-        self.model_index = {name: i for i, name in enumerate(self.models)}
-        self.n_features = N_FEATURES + len(self.models)
+        self.model_slots = preset.model_slots if model_slots is None else model_slots
+        if len(self.models) > self.model_slots:
+            raise ValueError(
+                f"the observation has {self.model_slots} model slot(s); the preset serves "
+                f"{len(self.models)} models ({self.models})"
+            )
+        self.slot_of: dict[str, int] = {}
+        """Model name -> its slot (0-based; column ``N_FEATURES + slot``)."""
+        self.assign_slots(None)
+        self.n_features = N_FEATURES + self.model_slots
         self.n_tokens = self.window + self.n_server_tokens + 1
         self.action_size = N_GLOBAL_ACTIONS + self.window + self.n_server_tokens
         self.tau = sim.latency_scale()
@@ -100,7 +145,7 @@ class Encoder:
         self.speed_unit = max(speed for _, speed, _ in sim.server_specs)
         self.memory_unit = max(spec.memory_gb for spec in preset.models.values())
         self.gang_unit = float(max(sim.allowed_gang_sizes))
-        self._nominal_cache: dict[tuple[str, int], float] = {}
+        self._nominal_cache: dict[tuple[str, int, int | None], float] = {}
         topology = preset.topology
         self.topology = topology is not None
         self.link_slowdown = (
@@ -133,11 +178,21 @@ class Encoder:
             np.asarray(sim.server_sites, dtype=np.int64), minlength=sim.n_sites
         ).astype(np.float64)
 
+    def assign_slots(self, rng: np.random.Generator | None) -> None:
+        """The identity slot assignment (``rng`` None: the ``i``-th model of the preset in
+        slot ``i``), or the first models of a random permutation of the slots drawn from
+        ``rng`` (module docstring)."""
+        if rng is None:
+            slots = list(range(len(self.models)))
+        else:
+            slots = [int(slot) for slot in rng.permutation(self.model_slots)[: len(self.models)]]
+        self.slot_of = dict(zip(self.models, slots, strict=True))
+
     # ------------------------------------------------------------------ observation
-    def _nominal(self, model: str, resolution: int) -> float:
-        key = (model, resolution)
+    def _nominal(self, model: str, resolution: int, steps: int | None) -> float:
+        key = (model, resolution, steps)
         if key not in self._nominal_cache:
-            self._nominal_cache[key] = self.sim.nominal_latency(model, resolution)
+            self._nominal_cache[key] = self.sim.nominal_latency(model, resolution, steps)
         return self._nominal_cache[key]
 
     def observe(self) -> np.ndarray:
@@ -158,9 +213,9 @@ class Encoder:
             dispatchable = sim.can_dispatch(task)
             token[9] = float(dispatchable)
             token[10] = sim.placement.cold_start_now(task) / tau if dispatchable else 0.0
-            token[11] = self._nominal(task.model, task.resolution) / tau
+            token[11] = self._nominal(task.model, task.resolution, task.steps) / tau
             token[12] = row / self.window
-            token[N_FEATURES + self.model_index[task.model]] = 1.0
+            token[N_FEATURES + self.slot_of[task.model]] = 1.0
         if self.pooled:
             self._observe_groups(obs[self.window : self.window + self.n_groups])
         else:
@@ -201,7 +256,7 @@ class Encoder:
                 token[11] = self.site_sizes[server.site] / self.gang_unit
                 token[12] = server.site / n_sites
             for model in view.resident:
-                token[N_FEATURES + self.model_index[model]] = 1.0
+                token[N_FEATURES + self.slot_of[model]] = 1.0
 
     def _free_flags(self) -> np.ndarray:
         return _flags(self.sim.free_mask, self.n_servers)
@@ -236,7 +291,7 @@ class Encoder:
             tokens[:, 10] = site_free[self.group_sites] / self.gang_unit
             tokens[:, 11] = self.site_sizes[self.group_sites] / self.gang_unit
             tokens[:, 12] = self.group_sites / float(sim.n_sites)
-        for model, column in self.model_index.items():
+        for model, column in self.slot_of.items():
             holders = _flags(sim.resident_masks[model], self.n_servers)
             tokens[:, N_FEATURES + column] = (
                 np.bincount(self.group_of, weights=holders, minlength=self.n_groups) / sizes
@@ -246,9 +301,11 @@ class Encoder:
         sim = self.sim
         mask = np.zeros(self.action_size, dtype=bool)
         mask[ACTION_GATE] = True
-        mask[ACTION_STEPS] = sim.preset.max_steps > sim.preset.min_steps
+        window = sim.window()
+        own_steps = bool(window) and all(task.steps is not None for task in window)
+        mask[ACTION_STEPS] = sim.preset.max_steps > sim.preset.min_steps and not own_steps
         mask[ACTION_GANG] = sim.placement.scheduler_places
-        for row, task in enumerate(sim.window()):
+        for row, task in enumerate(window):
             mask[N_GLOBAL_ACTIONS + row] = sim.can_dispatch(task)
         if sim.placement.scheduler_places:
             base = N_GLOBAL_ACTIONS + self.window
@@ -289,7 +346,9 @@ class Encoder:
                 best_task, best_score = task, score
         if best_task is None:
             raise ValueError(f"decode called at t={sim.now} with no dispatchable task")
-        steps = self.steps_from(action[ACTION_STEPS])
+        steps = best_task.steps
+        if steps is None:
+            steps = self.steps_from(action[ACTION_STEPS])
         feasible = sim.feasible_gang_sizes(best_task)
         requested = self.gang_size_from(action[ACTION_GANG])
         smaller = [size for size in feasible if size <= requested]

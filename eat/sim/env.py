@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
 
 from eat import register_env
 from eat.params import PresetConfig, load_params, repo_params_path
-from eat.sim.encoding import SLACK_CLIP, Encoder
-from eat.sim.simulator import Simulator, episode_rngs, make_tasks
+from eat.sim.encoding import SLACK_CLIP, Encoder, slot_rng
+from eat.sim.simulator import Dispatch, Simulator, episode_rngs, make_tasks
 
 # Every feature is >= -SLACK_CLIP; times divided by the latency scale stay far below this bound
 # (1e6 time scales), which is finite so that normalising wrappers behave.
 OBSERVATION_HIGH = 1e6
+
+SlotAssignment = Literal["identity", "permuted"]
+"""How models take the observation's model slots (:mod:`eat.sim.encoding`)."""
+SLOT_ASSIGNMENTS: tuple[str, ...] = get_args(SlotAssignment)
 
 
 class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -37,9 +41,11 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     meaning of invalid choices are documented in :mod:`eat.sim.encoding`.
 
     ## Observation Space
-    ``Box(-10, 1e6, (queue_window + n_servers + 1, 13 + n_models), float32)``: one
+    ``Box(-10, 1e6, (queue_window + n_servers + 1, 13 + model_slots), float32)``: one
     token per task slot (the visible queue, oldest first), one per server, one global
-    token, all with the same columns. Columns 0-2 are the one-hot token type. Every
+    token, all with the same columns. Columns 0-2 are the one-hot token type; the last
+    ``model_slots`` (the preset's) name models, one slot per model, so the width does
+    not depend on how many models the preset serves. Every
     column is relative to the cluster and workload at hand (:mod:`eat.sim.encoding`):
     ``tau`` is the preset's latency scale (the mean standalone latency of its tasks,
     :meth:`~eat.sim.simulator.Simulator.latency_scale`), ``R`` the largest image side its
@@ -60,7 +66,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     | task | 10 | cold start it would pay on its best gang now | tau | [0, inf) |
     | task | 11 | nominal warm service time (deadline reference) | tau | (0, inf) |
     | task | 12 | position in the queue / window (0: oldest) | share | [0, 1) |
-    | task | 13+ | its model, one-hot | one-hot | {0, 1} |
+    | task | 13+ | its model's slot | one-hot | {0, 1} |
     | server | 4 | remaining busy time | tau | [0, inf) |
     | server | 5 | speed | v | (0, 1] |
     | server | 6 | memory | M | (0, inf) |
@@ -70,7 +76,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     | server | 10 | free servers of its site (0 without a topology) | G | [0, inf) |
     | server | 11 | servers of its site (0 without a topology) | G | [0, inf) |
     | server | 12 | its site's index / sites (0 without a topology) | share | [0, 1) |
-    | server | 13+ | models it serves warm | flags | {0, 1} |
+    | server | 13+ | slots of the models it serves warm | flags | {0, 1} |
     | global | 4 | time since the episode start | tau | [0, inf) |
     | global | 5 | queue length / window | share | [0, inf) |
     | global | 6 | share of the episode's tasks not yet arrived | share | [0, 1] |
@@ -79,7 +85,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
 
     With ``server_tokens: per_group`` a server token pools a group: column 4 is the
     mean remaining busy time of its servers, 7 the share of them free, 8 their number
-    / G, 9 zero, 13+ the share of them holding each model (:mod:`eat.sim.encoding`).
+    / G, 9 zero, 13+ the share of them holding each slot's model (:mod:`eat.sim.encoding`).
 
     ## Rewards
     On a dispatch: ``min(cap, scale / (avg_wait + duration + wait)) + w_q * q(steps)
@@ -96,7 +102,11 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     ``s`` itself; a reset without a seed draws the next episode seed from
     ``self.np_random`` (``info["episode_seed"]`` says which). With several rates, the
     episode's rate is drawn from ``self.np_random``. The first observation is at the
-    first decision epoch.
+    first decision epoch. The slot assignment of the models is the identity (model
+    ``i`` of the preset in slot ``i``), or with ``slot_assignment="permuted"`` a random
+    injective one drawn per episode from :func:`~eat.sim.encoding.slot_rng` of the
+    episode seed (a stream of its own: the tasks stay those of ``episode_rngs``);
+    ``info["model_slots"]`` says which.
 
     ## Episode End
     Termination: every task of the episode has completed (the steps after the last
@@ -106,13 +116,20 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Arguments
     ``preset`` ("paper", "edge", "metro" or a :class:`PresetConfig`), ``rate`` (tasks/s, or a
     sequence to draw one per episode), ``params_path`` (defaults to the repository's
-    ``params.yaml``).
+    ``params.yaml``), ``slot_assignment`` (``"identity"``, the default and what the
+    evaluation's schedulers see, or ``"permuted"``, for training: every slot is trained
+    and the policy learns slot equivariance, so it reads presets with more models).
 
     ## Version History
-    - v2, with sites: server columns 10-12 and global column 8 describe the topology;
-      they are zero without one, so presets without a topology observe exactly what
-      they did, and ``server_tokens: per_group`` (off unless a preset sets it) pools
-      the server tokens.
+    - v3: the model columns are ``model_slots`` slots (the preset's) instead of one per
+      model, so one network reads presets with more models than it was trained on;
+      ``slot_assignment="permuted"`` draws a model-to-slot assignment per episode. A
+      task with its own steps (a trace's request) runs with them whatever the action's
+      steps value, its nominal time (task column 11) is at those steps, and the steps
+      slot is masked when every visible task has its own. With sites, server columns
+      10-12 and global column 8 describe the topology; they are zero without one, so
+      presets without a topology observe exactly what they did, and
+      ``server_tokens: per_group`` (off unless a preset sets it) pools the server tokens.
     - v2: every observation column is relative to the cluster and workload (the
       preset's latency scale instead of ``time_scale_s``; pixels, speed, memory and gang
       sizes relative to the largest of the preset), so a policy reads clusters, models
@@ -130,6 +147,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         preset: str | PresetConfig = "paper",
         rate: float | Sequence[float] = 0.05,
         params_path: str | None = None,
+        slot_assignment: SlotAssignment = "identity",
     ) -> None:
         if isinstance(preset, str):
             params = load_params(params_path or repo_params_path())
@@ -139,6 +157,12 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
         if not rates or any(r <= 0 for r in rates):
             raise ValueError(f"rate must be > 0 tasks/s (or a list of such), got {rate!r}")
         self.rates = [float(r) for r in rates]
+        if slot_assignment not in SLOT_ASSIGNMENTS:
+            raise ValueError(
+                f"slot_assignment {slot_assignment!r} is not supported; choose one of "
+                f"{list(SLOT_ASSIGNMENTS)}"
+            )
+        self.slot_assignment = slot_assignment
         self.sim = Simulator(preset)
         self.encoder = Encoder(self.sim)
         self.observation_space = gym.spaces.Box(
@@ -170,17 +194,31 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
             self.rate = self.rates[int(self.np_random.integers(len(self.rates)))]
         self.episode_seed = seed if seed is not None else int(self.np_random.integers(2**32))
         workload_rng, noise_rng = episode_rngs(self.episode_seed)
+        permuted = self.slot_assignment == "permuted"
+        self.encoder.assign_slots(slot_rng(self.episode_seed) if permuted else None)
         tasks = make_tasks(self.sim, self.rate, workload_rng)
         self.sim.reset(tasks, noise_rng, arrival_rate=self.rate)
         self.sim.advance()
         self._last_time = self.sim.now
-        return self.encoder.observe(), self._info(dt=0.0, episode_seed=self.episode_seed)
+        info = self._info(
+            dt=0.0, episode_seed=self.episode_seed, model_slots=dict(self.encoder.slot_of)
+        )
+        return self.encoder.observe(), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.sim.done:
+            raise RuntimeError("step() called after the episode terminated; call reset()")
+        return self.apply(self.encoder.decode(action))
+
+    def apply(
+        self, dispatch: Dispatch | None
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """One decision given as what it does (None: wait), as :meth:`step` applies its
+        decoded action; other action spaces over the same episodes
+        (:class:`eat.sim.discrete.EdgeClusterDiscreteEnv`) step through it."""
         sim = self.sim
         if sim.done:
-            raise RuntimeError("step() called after the episode terminated; call reset()")
-        dispatch = self.encoder.decode(action)
+            raise RuntimeError("apply() called after the episode terminated; call reset()")
         reward = 0.0
         if dispatch is None:
             ongoing = sim.wait()

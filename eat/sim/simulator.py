@@ -132,7 +132,7 @@ class Simulator:
         self.n_servers = len(self.server_specs)
         self._noise_cv = preset.latency_noise_cv
         self._index_servers()
-        self._standalone: dict[tuple[str, int, int | None], float] = {}
+        self._standalone: dict[tuple[str, int, int | None, int], float] = {}
         self._clear([], None)
 
     def _index_servers(self) -> None:
@@ -235,13 +235,23 @@ class Simulator:
                 raise SimulationError(
                     f"task {task.task_id} arrives at negative time {task.arrival}"
                 )
-            if task.model not in self.preset.models:
-                raise SimulationError(
-                    f"task {task.task_id}: model {task.model!r} is not in the preset; choose "
-                    f"one of {sorted(self.preset.models)}"
-                )
+            self._check_task(task)
             self._schedule(task.arrival, PRIORITY_ARRIVAL, EVENT_ARRIVAL, task)
         self._process_instant()
+
+    def _check_task(self, task: Task) -> None:
+        """A task this preset can run: a model it serves, its own steps (if any) in range."""
+        if task.model not in self.preset.models:
+            raise SimulationError(
+                f"task {task.task_id}: model {task.model!r} is not in the preset; choose "
+                f"one of {sorted(self.preset.models)}"
+            )
+        preset = self.preset
+        if task.steps is not None and not preset.min_steps <= task.steps <= preset.max_steps:
+            raise SimulationError(
+                f"task {task.task_id} asks for {task.steps} steps, outside the preset's "
+                f"[{preset.min_steps}, {preset.max_steps}]"
+            )
 
     def _schedule(self, time: SimTime, priority: int, kind: str, payload: object) -> None:
         if time < self.now:
@@ -433,6 +443,14 @@ class Simulator:
             seen.add(need)
         return False
 
+    def steps_range(self, task: Task) -> range:
+        """The steps a dispatch of ``task`` may use: its own when it has them (a trace's
+        request; as the ``paper`` preset's tasks have their own gang size), else
+        ``[min_steps, max_steps]``."""
+        if task.steps is not None:
+            return range(task.steps, task.steps + 1)
+        return range(self.preset.min_steps, self.preset.max_steps + 1)
+
     def dispatchable(self) -> list[Task]:
         return [task for task in self.window() if self.can_dispatch(task)]
 
@@ -466,6 +484,11 @@ class Simulator:
         if not self.preset.min_steps <= dispatch.steps <= self.preset.max_steps:
             raise SimulationError(
                 f"steps {dispatch.steps} outside [{self.preset.min_steps}, {self.preset.max_steps}]"
+            )
+        if task.steps is not None and dispatch.steps != task.steps:
+            raise SimulationError(
+                f"task {task.task_id} asks for {task.steps} steps (its own); the dispatch "
+                f"has {dispatch.steps}"
             )
         if dispatch.servers is None:
             sizes = self.placement.gang_sizes(task)
@@ -638,11 +661,7 @@ class Simulator:
             raise SimulationError(
                 f"task {task.task_id} arrives at {task.arrival}, after now {self.now}"
             )
-        if task.model not in self.preset.models:
-            raise SimulationError(
-                f"task {task.task_id}: model {task.model!r} is not in the preset; choose one "
-                f"of {sorted(self.preset.models)}"
-            )
+        self._check_task(task)
         self.tasks[task.task_id] = task
         self.queue.append(task)
         self.n_arrived += 1
@@ -742,15 +761,18 @@ class Simulator:
         """Time of the last completion so far."""
         return self._horizon
 
-    def standalone_latency(self, model: str, resolution: int, gang_size: int | None) -> float:
+    def standalone_latency(
+        self, model: str, resolution: int, gang_size: int | None, steps: int | None = None
+    ) -> float:
         """The SLO reference of a task: warm, on an empty cluster, on the fastest gang it
-        could get (of its fixed size, or any size the cluster can host), at the preset's
-        ``reference_steps``."""
-        key = (model, resolution, gang_size)
+        could get (of its fixed size, or any size the cluster can host), at ``steps`` (a
+        task's own) or else the preset's ``reference_steps``."""
+        if steps is None:
+            steps = self.preset.workload.deadline.reference_steps
+        key = (model, resolution, gang_size, steps)
         known = self._standalone.get(key)
         if known is not None:
             return known
-        steps = self.preset.workload.deadline.reference_steps
         probe = Task(-1, 0.0, model, resolution, math.inf, gang_size)
         capable = self.placement.capable(probe, free_only=False)
         # The fastest gang of a size is the fastest servers, or with sites the fastest
@@ -795,12 +817,13 @@ class Simulator:
                     mean += weight * self.standalone_latency(model, resolution, gang)
         return mean
 
-    def nominal_latency(self, model: str, resolution: int) -> float:
-        """Deadline reference: warm latency on one ``reference_gpu`` server."""
+    def nominal_latency(self, model: str, resolution: int, steps: int | None = None) -> float:
+        """Deadline reference: warm latency on one ``reference_gpu`` server at ``steps`` (a
+        task's own) or else the preset's ``reference_steps``."""
         deadline = self.preset.workload.deadline
-        return self.latency.nominal_latency_s(
-            model, resolution, deadline.reference_gpu, deadline.reference_steps
-        )
+        if steps is None:
+            steps = deadline.reference_steps
+        return self.latency.nominal_latency_s(model, resolution, deadline.reference_gpu, steps)
 
 
 def make_tasks(sim: Simulator, rate: float, rng: np.random.Generator) -> list[Task]:

@@ -9,8 +9,14 @@ Arrival processes (``workload.process`` in params):
 - ``diurnal``: a non-homogeneous Poisson process with rate
   ``rate * (1 + amplitude * sin(2 pi t / period))``, sampled by thinning.
 - ``trace``: replay of a CSV (columns ``arrival``, ``model``, ``resolution``, and
-  optionally ``deadline`` as seconds after arrival and ``gang_size``), time-scaled
-  so that its mean rate equals ``rate``.
+  optionally ``deadline`` as seconds after arrival, ``gang_size`` and ``steps``),
+  time-scaled so that its mean rate equals ``rate``. ``trace_window`` says which rows
+  an episode replays: the first ``total_tasks``, or as many consecutive rows from a
+  start the seed draws. A ``steps`` value is the request's own step count: the task
+  runs with exactly those steps whoever schedules it (as the ``paper`` preset's tasks
+  run with their own gang size), and its deadline is drawn against its latency at
+  those steps. Other columns are ignored (:mod:`eat.sim.traces` writes such files
+  from the Alibaba GenTD26 trace).
 
 Every random draw comes from the generator passed in, so a seed fixes the episode.
 """
@@ -18,8 +24,8 @@ Every random draw comes from the generator passed in, so a seed fixes the episod
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -42,6 +48,9 @@ class Task:
     """Absolute time by which the image should be delivered (inf: no QoS target)."""
     gang_size: int | None
     """Servers the task must run on (paper preset), or None when the scheduler chooses."""
+    steps: int | None = None
+    """Denoising steps the request asks for (a trace's own), or None when the scheduler
+    chooses them."""
 
 
 def arrival_times(
@@ -108,18 +117,38 @@ def load_trace(path: str) -> pd.DataFrame:
         raise ValueError(f"trace {path} lacks columns {sorted(missing)}")
     if (frame["arrival"].diff().dropna() < 0).any():
         raise ValueError(f"trace {path}: arrivals must be in ascending order")
+    if "steps" in frame.columns:
+        steps = frame["steps"].dropna()
+        bad = steps[(steps < 1) | (steps != steps.round())]
+        if len(bad):
+            raise ValueError(
+                f"trace {path}: steps must be positive integers; row {bad.index[0]} has "
+                f"{bad.iloc[0]!r}"
+            )
     return frame
 
 
-Standalone = Callable[[str, int, int | None], float]
-"""``standalone_latency(model, resolution, gang_size)``: the SLO reference of a task."""
+class NominalLatency(Protocol):
+    """``nominal_latency(model, resolution[, steps])``: the reference service time slack
+    deadlines multiply (at the preset's reference steps, or at a task's own)."""
+
+    def __call__(self, model: str, resolution: int, steps: int | None = ..., /) -> float: ...
+
+
+class Standalone(Protocol):
+    """``standalone_latency(model, resolution, gang_size[, steps])``: the SLO reference
+    of a task (at the preset's reference steps, or at a task's own)."""
+
+    def __call__(
+        self, model: str, resolution: int, gang_size: int | None, steps: int | None = ..., /
+    ) -> float: ...
 
 
 def generate_tasks(
     workload: WorkloadConfig,
     rate: float,
     rng: np.random.Generator,
-    nominal_latency: Callable[[str, int], float] | None = None,
+    nominal_latency: NominalLatency | None = None,
     standalone_latency: Standalone | None = None,
 ) -> list[Task]:
     """Draw one episode's tasks.
@@ -144,7 +173,7 @@ def sample_future_tasks(
     count: int,
     first_id: int,
     rng: np.random.Generator,
-    nominal_latency: Callable[[str, int], float] | None = None,
+    nominal_latency: NominalLatency | None = None,
     standalone_latency: Standalone | None = None,
 ) -> list[Task]:
     """``count`` tasks arriving after ``start`` from the workload process at ``rate``,
@@ -168,7 +197,7 @@ def _tasks_at(
     arrivals: np.ndarray,
     first_id: int,
     rng: np.random.Generator,
-    nominal_latency: Callable[[str, int], float] | None,
+    nominal_latency: NominalLatency | None,
     standalone_latency: Standalone | None,
 ) -> list[Task]:
     """Tasks arriving at ``arrivals``, their models, resolutions, gang sizes and deadlines
@@ -203,40 +232,61 @@ def _draw_deadline(
     resolution: int,
     gang: int | None,
     rng: np.random.Generator,
-    nominal_latency: Callable[[str, int], float] | None,
+    nominal_latency: NominalLatency | None,
     standalone_latency: Standalone | None,
+    steps: int | None = None,
 ) -> float:
+    """The task's deadline; a task with its own ``steps`` is measured at those steps (the
+    latency functions are asked with the steps only then, so plain two-argument ones
+    serve every other workload)."""
     if workload.deadline.mode == "none":
         return math.inf
     if workload.deadline.mode == "slo":  # no draw: the SLO is a fixed multiple
         if standalone_latency is None:
             raise ValueError("deadline mode 'slo' needs a standalone_latency function")
-        return arrival + workload.deadline.slo_scale * standalone_latency(model, resolution, gang)
+        reference = (
+            standalone_latency(model, resolution, gang)
+            if steps is None
+            else standalone_latency(model, resolution, gang, steps)
+        )
+        return arrival + workload.deadline.slo_scale * reference
     if nominal_latency is None:
         raise ValueError("deadline mode 'slack' needs a nominal_latency function")
     slack = rng.uniform(workload.deadline.slack_min, workload.deadline.slack_max)
-    return arrival + slack * nominal_latency(model, resolution)
+    nominal = (
+        nominal_latency(model, resolution)
+        if steps is None
+        else nominal_latency(model, resolution, steps)
+    )
+    return arrival + slack * nominal
 
 
 def _trace_tasks(
     workload: WorkloadConfig,
     rate: float,
     rng: np.random.Generator,
-    nominal_latency: Callable[[str, int], float] | None,
+    nominal_latency: NominalLatency | None,
     standalone_latency: Standalone | None,
 ) -> list[Task]:
     assert workload.trace_path is not None  # checked by params validation
-    frame = load_trace(workload.trace_path).head(workload.total_tasks)
+    frame = load_trace(workload.trace_path)
+    count = min(workload.total_tasks, len(frame))
+    start = 0
+    if workload.trace_window == "random":  # the first draw of the episode
+        start = int(rng.integers(len(frame) - count + 1))
+    frame = frame.iloc[start : start + count].reset_index(drop=True)
     arrivals = frame["arrival"].to_numpy(dtype=float)
     arrivals = arrivals - arrivals.min()
     span = arrivals.max()
     if len(arrivals) > 1 and span > 0:
         arrivals *= (len(arrivals) - 1) / span / rate  # mean rate becomes `rate`
+    has_steps = "steps" in frame.columns
     tasks = []
     for task_id, (arrival, row) in enumerate(zip(arrivals, frame.itertuples(), strict=True)):
         model, resolution = str(row.model), int(row.resolution)
         if model not in workload.models:
             raise ValueError(f"trace row {task_id}: model {model!r} is not in workload.models")
+        steps = int(row.steps) if has_steps and not pd.isna(row.steps) else None
         given = float(row.deadline) if "deadline" in frame.columns else math.nan
         draw = (workload, float(arrival), model, resolution)
         helpers = (rng, nominal_latency, standalone_latency)
@@ -246,7 +296,7 @@ def _trace_tasks(
         if not math.isnan(given):
             deadline = float(arrival) + given
         elif not slo:
-            deadline = _draw_deadline(*draw, None, *helpers)
+            deadline = _draw_deadline(*draw, None, *helpers, steps)
         if "gang_size" in frame.columns and not pd.isna(row.gang_size):
             gang = int(row.gang_size)
         elif workload.gang_sizes:
@@ -254,6 +304,6 @@ def _trace_tasks(
         else:
             gang = None
         if slo:
-            deadline = _draw_deadline(*draw, gang, *helpers)
-        tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang))
+            deadline = _draw_deadline(*draw, gang, *helpers, steps)
+        tasks.append(Task(task_id, float(arrival), model, resolution, deadline, gang, steps))
     return tasks

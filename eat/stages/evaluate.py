@@ -1,14 +1,16 @@
 """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep.
 
 Heuristics run every test seed (``seeds.test[:evaluate.n_seeds]``) at every rate, on
-identical workloads; the learned agents (:data:`eat.schedulers.rl.AGENTS`) run from the
-``train`` stage's models, every training seed on the same test seeds, and get crossed
-bootstrap intervals (:mod:`eat.evaluation.trained`).
+identical workloads; the learned agents (:data:`eat.schedulers.rl.LEARNED_AGENTS`, the
+third-party learners included) run from the ``train`` stage's models, every training seed
+on the same test seeds, and get crossed bootstrap intervals (:mod:`eat.evaluation.trained`).
 
 :func:`evaluate_preset` computes one preset's episodes, task records and aggregate;
 :func:`learned_reports` the comparisons of the learned agents (reduction of ``eat``
 against every other scheduler, the structural floor of ``paper``, the ablation);
-:func:`run` writes them, draws the figures and returns the DVC metrics.
+:func:`generalisation_report` the generalisation tests (``evaluate.generalisation``,
+:mod:`eat.evaluation.generalisation`); :func:`run` writes them, draws the figures and
+returns the DVC metrics.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pandas as pd
 
 from eat.distributed import ray_session
 from eat.evaluation import figures, trained
+from eat.evaluation.generalisation import generalisation_metrics, generalisation_table
 from eat.evaluation.metrics import (
     aggregate,
     gap_closed,
@@ -35,7 +38,7 @@ from eat.evaluation.runner import EpisodeResult, warm_floor_latency
 from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
 from eat.params import Params, PresetConfig
 from eat.schedulers import SCHEDULERS
-from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl import LEARNED_AGENTS
 from eat.sim.simulator import Simulator
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths
@@ -109,8 +112,8 @@ def evaluate_preset(
     preset = params.env.preset(name)
     rates = config.rates[name]
     seeds = params.seeds.test[: config.n_seeds]
-    learned = [scheduler for scheduler in config.schedulers if scheduler in AGENTS]
-    others = [scheduler for scheduler in config.schedulers if scheduler not in AGENTS]
+    learned = [scheduler for scheduler in config.schedulers if scheduler in LEARNED_AGENTS]
+    others = [scheduler for scheduler in config.schedulers if scheduler not in LEARNED_AGENTS]
     train_seeds = params.seeds.train[: params.train.n_seeds]
     jobs = grid(others, rates, seeds) + grid(learned, rates, seeds, train_seeds)
     started = time.perf_counter()
@@ -314,8 +317,8 @@ def slo_sweep(
         )
     )
     seeds = params.seeds.test[: slo.n_seeds]
-    learned = [scheduler for scheduler in config.schedulers if scheduler in AGENTS]
-    others = [scheduler for scheduler in config.schedulers if scheduler not in AGENTS]
+    learned = [scheduler for scheduler in config.schedulers if scheduler in LEARNED_AGENTS]
+    others = [scheduler for scheduler in config.schedulers if scheduler not in LEARNED_AGENTS]
     train_seeds = params.seeds.train[: slo.n_train_seeds]
     frames = []
     for scale in dict.fromkeys(scale for scale, _ in points):
@@ -424,6 +427,26 @@ def draw(params: Params, evaluation: PresetEvaluation, plots: Path) -> None:
         )
 
 
+def generalisation_report(params: Params, paths: Paths, *, progress: bool = True) -> pd.DataFrame:
+    """The generalisation tests: ``reports/evaluate/generalisation.csv``, its metrics
+    (``reports/generalisation_metrics.json``) and figure; the trace files of the trace
+    scenario go to ``artifacts/evaluate/generalisation/``."""
+    stage = paths.evaluate
+    table, seconds = generalisation_table(
+        params,
+        paths.models,
+        stage.artifacts / "generalisation",
+        progress=progress,
+        **sweep_settings(params),
+    )
+    for preset, wall in seconds.items():  # a measurement of this machine: logged only
+        log.info("generalisation of %s: %.1f s", preset, wall)
+    write_csv(table, stage.results / "generalisation.csv")
+    figures.generalisation_figure(table, path=stage.artifacts / "plots" / "generalisation.png")
+    write_json(paths.generalisation_metrics, generalisation_metrics(table))
+    return table
+
+
 def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate every preset; write tables, figures and ``reports/metrics.json``."""
     config = params.evaluate
@@ -492,6 +515,8 @@ def _run(params: Params, paths: Paths, *, progress: bool) -> dict[str, Any]:
     for name in params.env.presets:
         figures.slo_attainment(slo, name, path=plots / f"{name}_slo.png")
     write_json(paths.slo_metrics, slo_metrics(slo))
+    if params.evaluate.generalisation is not None:
+        generalisation_report(params, paths, progress=progress)
     entries = metrics(aggregated)
     write_json(stage.metrics, entries)
     return entries

@@ -94,6 +94,11 @@ class Paths:
         return self.root / "reports" / "slo_metrics.json"
 
     @property
+    def generalisation_metrics(self) -> Path:
+        """The evaluate stage's generalisation metrics (a third DVC metrics file)."""
+        return self.root / "reports" / "generalisation_metrics.json"
+
+    @property
     def testbed(self) -> StagePaths:
         return self._stage("testbed", "testbed_metrics.json")
 

@@ -16,8 +16,8 @@ import pandas as pd
 from eat.params import Params
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths, model_dir
-from eat.training.figures import training_curves
-from eat.training.loop import CURVES_FILE
+from eat.training.figures import phase_gains, phase_order, sac_curves, training_curves
+from eat.training.loop import CURVES_FILE, resolve_runs, teacher_validation
 from eat.training.matrix import train_matrix
 
 
@@ -49,6 +49,51 @@ COST_COLUMNS = ["run_name", "preset", "agent", "seed", "device", "cpu_capability
 results the seeds determine (runs.csv, the summary)."""
 
 
+def teacher_scores(params: Params) -> pd.DataFrame:
+    """Each preset's teacher on the validation episodes of its runs (one row a preset)."""
+    rows = []
+    seen: set[str] = set()
+    for spec in resolve_runs(params):
+        if spec.teacher is None or spec.preset_name in seen:
+            continue
+        seen.add(spec.preset_name)
+        scores = teacher_validation(spec)
+        rows.append(
+            {
+                "preset": spec.preset_name,
+                "teacher": spec.teacher,
+                **{key.split("/")[1]: value for key, value in scores.items()},
+            }
+        )
+    return pd.DataFrame(rows, columns=["preset", "teacher", "reward", "latency", "quality"])
+
+
+def phase_table(runs: pd.DataFrame, teachers: pd.DataFrame) -> pd.DataFrame:
+    """What each training phase adds: one row per run and phase (``bc``, ``dagger<r>``,
+    ``sac``: the best validation of SAC) with its validation reward, the teacher's on
+    the same episodes, and the change from the phase before."""
+    phase_columns = sorted(
+        (c.removesuffix("_val_reward") for c in runs if c.endswith("_val_reward")),
+        key=phase_order,
+    )
+    phase_columns = [p for p in phase_columns if p not in ("final",)]
+    value_columns = [f"{p}_val_reward" for p in phase_columns]
+    # melt only the phase columns: the run table's own ``val_reward`` would clash
+    long = runs[["preset", "agent", "seed", *value_columns]].melt(
+        id_vars=["preset", "agent", "seed"],
+        value_vars=value_columns,
+        var_name="phase",
+        value_name="val_reward",
+    ).dropna(subset=["val_reward"])
+    long["phase"] = long["phase"].str.removesuffix("_val_reward")
+    long["order"] = long["phase"].map(phase_order)
+    long = long.sort_values(["preset", "agent", "seed", "order"]).drop(columns="order")
+    long["gain"] = long.groupby(["preset", "agent", "seed"])["val_reward"].diff()
+    teacher = teachers.set_index("preset")["reward"] if len(teachers) else pd.Series(dtype=float)
+    long["teacher_val_reward"] = long["preset"].map(teacher)
+    return long.reset_index(drop=True)
+
+
 def summarise(training: Training) -> dict[str, Any]:
     """The stage's metrics: per preset and agent, the mean over seeds (no wall times:
     those are measurements of the machine, in reports/train/costs.csv)."""
@@ -60,11 +105,11 @@ def summarise(training: Training) -> dict[str, Any]:
             "val_reward": float(frame["val_reward"].mean()),
             "val_latency": float(frame["val_latency"].mean()),
             "val_quality": float(frame["val_quality"].mean()),
-            "bc_val_reward": (
-                float(frame["bc_val_reward"].mean())
-                if frame["bc_val_reward"].notna().all()
-                else None
-            ),
+            **{
+                column: float(frame[column].mean()) if frame[column].notna().all() else None
+                for column in frame
+                if column.endswith("_val_reward") and column != "final_val_reward"
+            },
         }
     return summary
 
@@ -74,18 +119,34 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     stage = paths.train
     setup_logging(stage.log)
     training = train(params, paths.models, progress=progress)
-    costs = training.runs[COST_COLUMNS].assign(matrix_wall_s=training.wall_s)
+    measured = [c for c in ("node",) if c in training.runs]  # the Ray node of each run
+    costs = training.runs[COST_COLUMNS + measured].assign(matrix_wall_s=training.wall_s)
     write_csv(costs, stage.results / "costs.csv")
-    write_csv(training.runs.drop(columns=["wall_s", "cpu_capability"]), stage.results / "runs.csv")
+    write_csv(
+        training.runs.drop(columns=["wall_s", "cpu_capability", *measured]),
+        stage.results / "runs.csv",
+    )
     write_csv(training.curves, stage.artifacts / "curves.csv")
+    teachers = teacher_scores(params)
+    write_csv(teachers, stage.results / "teacher.csv")
+    phases = phase_table(training.runs, teachers)
+    write_csv(phases, stage.results / "phases.csv")
+    for preset, frame in phases.groupby("preset"):
+        phase_gains(frame, str(preset), path=stage.artifacts / f"{preset}_phases.png")
     for preset, frame in training.curves.groupby("preset"):
         for metric in ("val/reward", "val/latency"):
-            wide = frame.pivot_table(index="global_step", columns="agent", values=metric)
+            wide = sac_curves(frame).pivot_table(
+                index="global_step", columns="agent", values=metric
+            )
             write_csv(
                 wide.reset_index(),
                 stage.results / "plots" / f"{preset}_{metric.split('/')[1]}_curve.csv",
             )
         training_curves(frame, str(preset), path=stage.artifacts / f"{preset}_training.png")
     summary = summarise(training)
+    summary["teacher"] = {
+        row["preset"]: {"teacher": row["teacher"], "val_reward": row["reward"]}
+        for row in teachers.to_dict("records")
+    }
     write_json(stage.metrics, summary)
     return summary

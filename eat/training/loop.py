@@ -23,7 +23,8 @@ One run (:func:`train_run`) is CleanRL's loop around :class:`~eat.schedulers.rl.
    uninterrupted one (tested).
 
 The matrix of runs (every agent x preset x seed and the ablation variants) is
-:mod:`eat.training.matrix`.
+:mod:`eat.training.matrix`; the third-party learners (``ppo``, ``maskable_ppo``) train in
+:mod:`eat.training.sb3`.
 """
 
 from __future__ import annotations
@@ -46,9 +47,17 @@ from tqdm.auto import tqdm
 from eat import ENV_ID
 from eat.devices import resolve_device
 from eat.evaluation.runner import run_episode, scheduler_rng
-from eat.params import HYPERPARAMETERS, Params, PresetConfig, SACConfig, SchedulerSettings
+from eat.params import (
+    HYPERPARAMETERS,
+    Params,
+    PresetConfig,
+    RolloutSettings,
+    SACConfig,
+    SchedulerSettings,
+)
 from eat.schedulers import make_scheduler
-from eat.schedulers.rl import AGENTS
+from eat.schedulers.base import Scheduler
+from eat.schedulers.rl import AGENTS, SB3_AGENTS
 from eat.schedulers.rl.agent import RLScheduler, build_actor, save_actor
 from eat.schedulers.rl.sac import (
     SAC,
@@ -64,8 +73,9 @@ RESUME_FILE = "resume.pt"
 CURVES_FILE = "curves.csv"
 EPISODES_FILE = "episodes.csv"
 SUMMARY_FILE = "summary.json"
-MEASURED_FIELDS = ("wall_s",)
-"""Run-summary fields that measure this machine rather than follow from the seed."""
+MEASURED_FIELDS = ("wall_s", "node")
+"""Run-summary fields that measure this machine (and, on a cluster, the Ray node a run
+ran on) rather than follow from the seed."""
 
 
 # ---------------------------------------------------------------------------
@@ -85,7 +95,10 @@ class RunSpec:
     rates: list[float]
     validation_seeds: list[int]
     teacher: str | None
+    """A heuristic, or ``rollout`` (the online planner with ``teacher_search``)."""
     settings: SchedulerSettings
+    teacher_search: RolloutSettings | None
+    """The planner's settings when the teacher is ``rollout`` (``planners.rollout``)."""
     select_by: str
     checkpoint_every: int
     torch_threads: int
@@ -119,14 +132,17 @@ def sac_config(params: Params, preset: str, seed: int, overrides: dict[str, Any]
 
 
 def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSpec]:
-    """Every run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``, then
-    the ablation variants on their preset. Training episodes draw their arrival rate
+    """Every SAC run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``,
+    then the ablation variants on their preset (the third-party learners' runs are
+    :func:`eat.training.sb3.resolve_sb3_runs`). Training episodes draw their arrival rate
     from the preset's evaluation sweep (``evaluate.rates``); the workloads differ."""
     train = params.train
     validation = params.seeds.validation[: train.validation_seeds]
     runs: list[tuple[str, str, int, dict[str, Any]]] = []
     for preset in train.presets:
         for agent in train.agents:
+            if agent in SB3_AGENTS:
+                continue  # third-party learners: eat.training.sb3.resolve_sb3_runs
             for seed in params.seeds.train[: train.n_seeds]:
                 runs.append((agent, preset, seed, dict(AGENTS[agent])))
     ablation = train.ablation
@@ -136,6 +152,7 @@ def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSp
                 runs.append((variant, ablation.preset, seed, override.model_dump()))
     specs = []
     for agent, preset, seed, overrides in runs:
+        teacher = train.teacher[preset]
         specs.append(
             RunSpec(
                 agent=agent,
@@ -144,8 +161,9 @@ def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSp
                 config=sac_config(params, preset, seed, overrides),
                 rates=list(params.evaluate.rates[preset]),
                 validation_seeds=list(validation),
-                teacher=train.teacher[preset],
+                teacher=teacher,
                 settings=params.schedulers,
+                teacher_search=params.planners.rollout if teacher == "rollout" else None,
                 select_by=train.select_by,
                 checkpoint_every=train.checkpoint_every,
                 torch_threads=train.torch_threads,
@@ -183,28 +201,67 @@ class Progress:
     next_eval_step: int = 0
     best_score: float = -float("inf")
     best_step: int = -1
+    best_phase: str = ""
+    teacher_episodes: int = 0
+    """Episodes the teacher was reset for (its random stream is seeded by this count)."""
+    labels: int = 0
+    """Teacher decisions so far (demonstrations and labels of the learner's states)."""
+    warm_start_decisions: int = 0
+    """Environment decisions of the demonstrations and the DAgger rounds."""
     wall_s: float = 0.0
     curves: list[dict] = field(default_factory=list)
     episodes: list[dict] = field(default_factory=list)
 
 
-def validate(actor: torch.nn.Module, spec: RunSpec, device: str) -> dict[str, float]:
-    """Deterministic episodes on the validation seeds at every training rate."""
-    was_training = actor.training  # before RLScheduler, which puts the actor in eval mode
-    scheduler = RLScheduler(actor, spec.agent, device)
+def validation_scores(
+    preset: PresetConfig, scheduler: Scheduler, rates: list[float], seeds: list[int]
+) -> dict[str, float]:
+    """Mean reward, latency and quality of ``scheduler`` on the validation episodes:
+    every seed of ``seeds`` at every rate of ``rates``."""
     rewards, latencies, qualities = [], [], []
-    for rate in spec.rates:
-        for seed in spec.validation_seeds:
-            tasks = run_episode(spec.preset, scheduler, rate, seed).tasks
+    for rate in rates:
+        for seed in seeds:
+            tasks = run_episode(preset, scheduler, rate, seed).tasks
             rewards.append(tasks["reward"].mean())
             latencies.append(tasks["latency"].mean())
             qualities.append(tasks["quality"].mean())
-    actor.train(was_training)
     return {
         "val/reward": float(np.mean(rewards)),
         "val/latency": float(np.mean(latencies)),
         "val/quality": float(np.mean(qualities)),
     }
+
+
+def validate(actor: torch.nn.Module, spec: RunSpec, device: str) -> dict[str, float]:
+    """Deterministic episodes on the validation seeds at every training rate."""
+    was_training = actor.training  # before RLScheduler, which puts the actor in eval mode
+    scores = validation_scores(
+        spec.preset, RLScheduler(actor, spec.agent, device), spec.rates, spec.validation_seeds
+    )
+    actor.train(was_training)
+    return scores
+
+
+def make_teacher(spec: RunSpec) -> Scheduler | None:
+    """The run's teacher: a heuristic, or the rollout planner over its base heuristic."""
+    if spec.teacher is None:
+        return None
+    if spec.teacher == "rollout":
+        from eat.schedulers.rollout import RolloutScheduler
+
+        if spec.teacher_search is None:
+            raise ValueError(f"{spec.run_name}: teacher 'rollout' needs its search settings")
+        base = spec.teacher_search.base[spec.preset_name]
+        return RolloutScheduler(spec.settings, spec.teacher_search, base)
+    return make_scheduler(spec.teacher, spec.settings)
+
+
+def teacher_validation(spec: RunSpec) -> dict[str, float]:
+    """The teacher's own scores on the run's validation episodes (what cloning aims at)."""
+    teacher = make_teacher(spec)
+    if teacher is None:
+        raise ValueError(f"{spec.run_name} has no teacher")
+    return validation_scores(spec.preset, teacher, spec.rates, spec.validation_seeds)
 
 
 def _as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
@@ -220,6 +277,7 @@ def run_identity(spec: RunSpec) -> dict[str, Any]:
         "rates": spec.rates,
         "validation_seeds": spec.validation_seeds,
         "teacher": spec.teacher,
+        "teacher_search": spec.teacher_search.model_dump() if spec.teacher_search else None,
         "settings": spec.settings.model_dump(),
         "select_by": spec.select_by,
     }
@@ -234,12 +292,16 @@ def _save_resume(
     rng: np.random.Generator,
     progress: Progress,
     best_actor: dict | None,
+    *,
+    env_rng: dict | None = None,
 ) -> None:
+    """Everything a resumed run needs; ``env_rng``: the environment generator's state to
+    resume from (default: its state now, which must be between episodes)."""
     state = {
         "identity": identity,
         "sac": sac.state_dict(),
         "buffer": buffer.state_dict(),
-        "env_rng": env.np_random.bit_generator.state,
+        "env_rng": env_rng if env_rng is not None else env.np_random.bit_generator.state,
         "action_space_rng": env.action_space.np_random.bit_generator.state,
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
@@ -272,7 +334,7 @@ def train_run(
 
     # 1. seeding, in one place
     rng = seed_everything(config.seed, device)
-    env = EdgeClusterEnv(spec.preset, rate=spec.rates)
+    env = EdgeClusterEnv(spec.preset, rate=spec.rates, slot_assignment=config.slot_assignment)
     obs, info = env.reset(seed=config.seed)
     env.action_space.seed(config.seed)
     n_tokens, in_features = obs.shape
@@ -281,7 +343,7 @@ def train_run(
     sac = SAC(config, n_tokens, in_features, action_size)
     buffer = ReplayBuffer(config.buffer_size, obs.shape, action_size, rng)
     nstep = NStepAccumulator(config.n_step, config.gamma, config.discount_time_s)
-    teacher = make_scheduler(spec.teacher, spec.settings) if spec.teacher else None
+    teacher = make_teacher(spec)
     progress = Progress(next_eval_step=config.eval_every)
     best_actor: dict | None = None
     resume_path = checkpoint_dir / RESUME_FILE if checkpoint_dir is not None else None
@@ -315,14 +377,30 @@ def train_run(
             "\n".join(f"|{k}|{v}|" for k, v in config.model_dump().items()),
         )
 
+    label_sac = config.bc_weight > 0 and config.label_during_sac and teacher is not None
+    # The env generator's state before the last reset: a checkpoint taken between
+    # episodes restores it and resets again, so a resumed run sees the same episodes.
+    env_rng_before_reset = env.np_random.bit_generator.state
+
     def start_teacher() -> None:
         if teacher is not None:
-            teacher.reset(env.sim, scheduler_rng(teacher.name, progress.episode))
+            teacher.reset(env.sim, scheduler_rng(teacher.name, progress.teacher_episodes))
+            progress.teacher_episodes += 1
 
     def teacher_action() -> np.ndarray | None:
         if teacher is None:
             return None
+        progress.labels += 1
         return env.encoder.encode(teacher.decide(env.sim))
+
+    def learner_action(observation: np.ndarray) -> np.ndarray:
+        """The deployed (deterministic) policy's action, as evaluation runs it."""
+        was_training = sac.actor.training
+        sac.actor.eval()
+        with torch.inference_mode():
+            out = sac.actor(_as_tensor(observation, device), None, deterministic=True)
+        sac.actor.train(was_training)
+        return out.action[0].cpu().numpy()
 
     def store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated):
         for transition in nstep.push(
@@ -343,35 +421,86 @@ def train_run(
     def batch():
         return buffer.sample(config.batch_size, device)
 
-    # 2. warm start from the teacher's demonstrations
-    if config.init == "bc" and not progress.demo_done:
+    def next_episode() -> None:
+        nonlocal obs, info, env_rng_before_reset
+        env_rng_before_reset = env.np_random.bit_generator.state
+        obs, info = env.reset()
+
+    def labelled_episode(*, learner_acts: bool) -> None:
+        """One episode in which the teacher labels every state; the teacher acts
+        (demonstrations) or the learner does (a DAgger round)."""
+        nonlocal obs, info
+        start_teacher()
+        done = False
+        while not done:
+            label = teacher_action()
+            assert label is not None
+            action = learner_action(obs) if learner_acts else label
+            next_obs, reward, terminated, truncated, next_info = env.step(action)
+            store(obs, info, action, label, reward, next_obs, next_info, terminated, truncated)
+            progress.warm_start_decisions += 1
+            done = terminated or truncated
+            if done:
+                next_episode()
+            else:
+                obs, info = next_obs, next_info
+
+    def phase_row(phase: str, logs: dict[str, float]) -> dict[str, Any]:
+        """Validate after a warm-start phase; the policy is a candidate output."""
+        nonlocal best_actor
+        row = {
+            "global_step": 0,
+            "phase": phase,
+            "labels": progress.labels,
+            **logs,
+            **validate(sac.actor, spec, device),
+        }
+        progress.curves.append(row)
+        if spec.select_by == "reward" and row["val/reward"] > progress.best_score:
+            progress.best_score, progress.best_step = row["val/reward"], 0
+            progress.best_phase = phase
+            best_actor = copy.deepcopy(sac.actor.state_dict())
+        log.info("%s: %s done: %s", spec.run_name, phase, row)
+        return row
+
+    # 2. warm start: behaviour cloning of the teacher's demonstrations, then expert
+    # iteration (DAgger): the clone drives, the teacher labels, the actor is cloned again
+    warm_start = config.init == "bc" and not progress.demo_done
+    if warm_start:
         if teacher is None:
             raise ValueError(f"{spec.run_name}: init 'bc' needs a teacher (train.teacher)")
         for _ in range(config.demo_episodes):
-            start_teacher()
-            done = False
-            while not done:
-                action = teacher_action()
-                assert action is not None
-                next_obs, reward, terminated, truncated, next_info = env.step(action)
-                store(obs, info, action, action, reward, next_obs, next_info, terminated, truncated)
-                done = terminated or truncated
-                obs, info = (next_obs, next_info) if not done else env.reset()
+            labelled_episode(learner_acts=False)
         logs: dict[str, float] = {}
         for _ in range(config.bc_updates):
             logs = sac.bc_update(batch())
+        phase_row("bc", logs)
+        for round_ in range(1, config.dagger_rounds + 1):
+            for _ in range(config.dagger_episodes):
+                labelled_episode(learner_acts=True)
+            for _ in range(config.dagger_updates):
+                logs = sac.bc_update(batch())
+            phase_row(f"dagger{round_}", logs)
         for _ in range(config.critic_warmup_updates):
             sac.update(batch(), train_actor=False)
         progress.demo_done = True
-        row = {"global_step": 0, "phase": "bc", **logs, **validate(sac.actor, spec, device)}
-        progress.curves.append(row)
-        if spec.select_by == "reward":  # the clone is a candidate: SAC has to beat it
-            progress.best_score, progress.best_step = row["val/reward"], 0
-            best_actor = copy.deepcopy(sac.actor.state_dict())
-        log.info("%s: behaviour cloning done: %s", spec.run_name, row)
+        if resume_path is not None:  # the warm start is the costly part with a planner
+            resume_path.parent.mkdir(parents=True, exist_ok=True)
+            _save_resume(
+                resume_path,
+                run_identity(spec),
+                sac,
+                buffer,
+                env,
+                rng,
+                progress,
+                best_actor,
+                env_rng=env_rng_before_reset,
+            )
 
     # 3. SAC
-    start_teacher()
+    if label_sac:
+        start_teacher()
     window_logs: list[dict[str, float]] = []
     episode_return, episode_length = 0.0, 0
     episodes_this_call = 0
@@ -390,7 +519,7 @@ def train_run(
                 mask = torch.as_tensor(info["action_mask"], dtype=torch.float32, device=device)
                 out = sac.actor(_as_tensor(obs, device), mask.unsqueeze(0))
             action = out.action[0].cpu().numpy()
-        demo = teacher_action() if config.bc_weight > 0 else None
+        demo = teacher_action() if label_sac else None
         next_obs, reward, terminated, truncated, next_info = env.step(action)
         store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated)
         episode_return += reward
@@ -423,6 +552,7 @@ def train_run(
             score = row["val/reward"] if spec.select_by == "reward" else progress.global_step
             if score > progress.best_score:
                 progress.best_score, progress.best_step = score, progress.global_step
+                progress.best_phase = "sac"
                 best_actor = copy.deepcopy(sac.actor.state_dict())
             bar.set_postfix(
                 val_reward=f"{row['val/reward']:.2f}", val_latency=f"{row['val/latency']:.1f}"
@@ -455,8 +585,9 @@ def train_run(
             if stopping:
                 bar.close()
                 raise RunInterrupted(spec.run_name, progress.global_step)
-            obs, info = env.reset()
-            start_teacher()
+            next_episode()
+            if label_sac:
+                start_teacher()
         else:
             obs, info = next_obs, next_info
     bar.close()
@@ -465,7 +596,15 @@ def train_run(
     final_state = best_actor if best_actor is not None else sac.actor.state_dict()
     curves = pd.DataFrame(progress.curves)
     last = progress.curves[-1] if progress.curves else {}
-    best = next((c for c in progress.curves if c["global_step"] == progress.best_step), last)
+    best = next(
+        (
+            c
+            for c in progress.curves
+            if c["global_step"] == progress.best_step and c["phase"] == progress.best_phase
+        ),
+        last,
+    )
+    sac_rows = [c for c in progress.curves if c["phase"] == "sac"]
     summary = {
         "run_name": spec.run_name,
         "agent": spec.agent,
@@ -475,16 +614,18 @@ def train_run(
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "wall_s": progress.wall_s,
         "decisions": progress.global_step,
+        "warm_start_decisions": progress.warm_start_decisions,
+        "teacher_labels": progress.labels,
         "episodes": progress.episode,
         "updates": sac.n_updates,
         "best_step": progress.best_step,
+        "best_phase": progress.best_phase,
         "val_reward": best.get("val/reward"),
         "val_latency": best.get("val/latency"),
         "val_quality": best.get("val/quality"),
         "final_val_reward": last.get("val/reward"),
-        "bc_val_reward": next(
-            (c["val/reward"] for c in progress.curves if c["phase"] == "bc"), None
-        ),
+        **phase_rewards(progress.curves, config.dagger_rounds if config.init == "bc" else 0),
+        "sac_val_reward": max(c["val/reward"] for c in sac_rows) if sac_rows else None,
     }
     if resume_path is not None and resume_path.exists():
         resume_path.unlink()  # the run is complete: its outputs replace the checkpoint
@@ -496,6 +637,14 @@ def train_run(
         pd.DataFrame(progress.episodes),
         summary,
     )
+
+
+def phase_rewards(curves: list[dict[str, Any]], dagger_rounds: int) -> dict[str, float | None]:
+    """The validation reward after each warm-start phase: ``bc_val_reward`` (the clone)
+    and ``dagger<r>_val_reward`` for every round (None where a phase did not run)."""
+    by_phase = {c["phase"]: c["val/reward"] for c in curves if c["phase"] != "sac"}
+    phases = ["bc"] + [f"dagger{r}" for r in range(1, dagger_rounds + 1)]
+    return {f"{phase}_val_reward": by_phase.get(phase) for phase in phases}
 
 
 class RunInterrupted(RuntimeError):

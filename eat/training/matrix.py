@@ -1,12 +1,12 @@
 """Every training run of ``params.train``, in parallel with Ray.
 
 :func:`train_matrix` runs the agents x presets x seeds matrix and the ablation variants
-(:func:`eat.training.loop.resolve_runs`): locally by default (on ``num_cpus`` cores,
-every Ray process listening on 127.0.0.1 only), or on an existing cluster when
-``train.ray_address`` is set (``ray start --head`` there; the output folder must then be
-on storage that every node shares, for the resumable checkpoints; the final models
-travel back to the driver through Ray). ``parallel: serial`` runs them one after another
-in this process.
+(:func:`resolve_matrix`; the third-party learners too): locally by default (on
+``num_cpus`` cores, every Ray process listening on 127.0.0.1 only), or on an existing
+cluster when ``train.ray_address`` is set (``ray start --head`` there; the output folder
+must then be on storage that every node shares, for the resumable checkpoints; the final
+models travel back to the driver through Ray). ``parallel: serial`` runs them one after
+another in this process.
 """
 
 from __future__ import annotations
@@ -21,16 +21,57 @@ from tqdm.auto import tqdm
 from eat.distributed import import_ray, start_ray
 from eat.params import Params
 from eat.training.loop import RESUME_FILE, RunResult, RunSpec, resolve_runs, train_run, write_run
+from eat.training.sb3 import (
+    Sb3RunResult,
+    Sb3RunSpec,
+    resolve_sb3_runs,
+    train_sb3_run,
+    write_sb3_run,
+)
+
+AnyRunSpec = RunSpec | Sb3RunSpec
+AnyRunResult = RunResult | Sb3RunResult
 
 
-def _train_task(spec: RunSpec, checkpoint_root: str) -> RunResult:
+def resolve_matrix(params: Params) -> list[AnyRunSpec]:
+    """Every run of ``params.train``: the SAC agents' and ablation variants'
+    (:func:`~eat.training.loop.resolve_runs`), then the third-party learners'
+    (:func:`~eat.training.sb3.resolve_sb3_runs`)."""
+    return [*resolve_runs(params), *resolve_sb3_runs(params)]
+
+
+def train_one(
+    spec: AnyRunSpec, checkpoint_root: Path, *, progress_bar: bool = False
+) -> AnyRunResult:
+    """One run by its trainer, resuming from its checkpoint under ``checkpoint_root`` if
+    an earlier try left one (third-party learners write none)."""
+    if isinstance(spec, Sb3RunSpec):
+        return train_sb3_run(spec, progress_bar=progress_bar)
+    return train_run(
+        spec, checkpoint_dir=checkpoint_root / spec.relative_dir, progress_bar=progress_bar
+    )
+
+
+def _train_task(spec: AnyRunSpec, checkpoint_root: str) -> AnyRunResult:
     """A Ray task: one run, resuming from its checkpoint if a previous try died
-    (idempotent: a retried task continues where the last checkpoint left it)."""
-    return train_run(spec, checkpoint_dir=Path(checkpoint_root) / spec.relative_dir)
+    (idempotent: a retried task continues where the last checkpoint left it; a
+    third-party learner's run, which has none, trains again to the same result)."""
+    import ray
+
+    result = train_one(spec, Path(checkpoint_root))
+    result.summary["node"] = ray.get_runtime_context().get_node_id()
+    return result
+
+
+def write_result(result: AnyRunResult, out_dir: Path) -> Path:
+    """Write one run's outputs under ``out_dir`` (its model folder, which it returns)."""
+    if isinstance(result, Sb3RunResult):
+        return write_sb3_run(result, out_dir)
+    return write_run(result, out_dir)
 
 
 def run_matrix(
-    specs: list[RunSpec],
+    specs: list[AnyRunSpec],
     out_dir: Path,
     *,
     parallel: str,
@@ -45,20 +86,22 @@ def run_matrix(
     bar = tqdm(total=len(specs), desc="train runs", disable=not progress)
     if parallel == "serial":
         for spec in specs:
-            result = _train_task(spec, str(checkpoint_root))
-            write_run(result, out_dir)
+            result = train_one(spec, checkpoint_root)
+            write_result(result, out_dir)
             summaries[spec.run_name] = result.summary
             bar.update(1)
     elif parallel == "ray":
         ray = import_ray()
         started = start_ray(ray_address, num_cpus=num_cpus)
         try:
-            task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_train_task)
+            task = ray.remote(  # SPREAD: runs go to every node of a cluster
+                num_cpus=1, max_retries=2, retry_exceptions=False, scheduling_strategy="SPREAD"
+            )(_train_task)
             pending = [task.remote(spec, str(checkpoint_root)) for spec in specs]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 result = ray.get(done[0])
-                write_run(result, out_dir)
+                write_result(result, out_dir)
                 summaries[result.spec.run_name] = result.summary
                 bar.update(1)
                 bar.set_postfix(last=result.spec.run_name, wall=f"{result.summary['wall_s']:.0f}s")
@@ -79,7 +122,7 @@ def run_matrix(
 def train_matrix(params: Params, out_dir: Path, *, progress: bool = True) -> pd.DataFrame:
     """Every run of ``params.train`` (the ``train`` stage's computation)."""
     train = params.train
-    specs = resolve_runs(params)
+    specs = resolve_matrix(params)
     started = time.perf_counter()
     summaries = run_matrix(
         specs,

@@ -60,6 +60,8 @@ class ActorOutput(NamedTuple):
     """(B,) log pi(a | s) over the valid slots (module docstring)."""
     mean_action: torch.Tensor
     """(B, A) tanh(mu): the deterministic action."""
+    mean: torch.Tensor
+    """(B, A) mu before the squash (the logits a decision-level imitation loss reads)."""
 
 
 def squashed_gaussian(
@@ -76,7 +78,7 @@ def squashed_gaussian(
     per_slot = gaussian - torch.log(1 - action.pow(2) + TANH_EPS)
     if mask is not None:
         per_slot = per_slot * mask
-    return ActorOutput(action, per_slot.sum(-1), torch.tanh(mu))
+    return ActorOutput(action, per_slot.sum(-1), torch.tanh(mu), mu)
 
 
 class GaussianActor(nn.Module):

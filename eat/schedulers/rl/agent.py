@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,8 +22,11 @@ from eat.params import SACConfig
 from eat.schedulers.policy import PolicyScheduler
 from eat.schedulers.rl.actors import DiffusionActor, GaussianActor
 from eat.schedulers.rl.sac import build_actor
-from eat.sim.encoding import N_FEATURES, Encoder
+from eat.sim.encoding import N_FEATURES, server_token_count
 from eat.sim.simulator import Simulator
+
+if TYPE_CHECKING:
+    from eat.schedulers.rl.sb3 import Sb3Scheduler
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -79,9 +83,10 @@ class RLScheduler(PolicyScheduler):
     """A trained actor behind the :class:`Scheduler` interface.
 
     ``decide`` observes the simulator exactly as the Gymnasium environment does
-    (:class:`~eat.sim.encoding.Encoder`), runs the actor deterministically (the
-    diffusion chain's mean path, ``a = tanh(mu)``) and decodes the action, so every
-    evaluation runs it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
+    (:class:`~eat.sim.encoding.Encoder`, with the model slots the actor was built for and
+    the identity slot assignment), runs the actor deterministically (the diffusion
+    chain's mean path, ``a = tanh(mu)``) and decodes the action, so every evaluation runs
+    it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
     """
 
     def __init__(
@@ -96,40 +101,48 @@ class RLScheduler(PolicyScheduler):
         self.device = device
         self.trained_on = trained_on
         """The preset the actor was trained on (for error messages)."""
-        super().__init__(self._deterministic_action, name)
+        config = self.actor.encoder.config
+        super().__init__(
+            self._deterministic_action, name, model_slots=config["in_features"] - N_FEATURES
+        )
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
+        problem = self.misfit(sim)
+        if problem is not None:
+            raise ValueError(problem)
         super().reset(sim, rng)
-        self.check_fits(self.encoder(sim))
 
-    def check_fits(self, encoder: Encoder) -> None:
-        """Refuse an observation the network cannot read: any encoder needs the column
-        count it was trained with (it grows with the number of models); an MLP encoder
-        also needs the same number of tokens (queue window + servers + 1)."""
+    def misfit(self, sim: Simulator) -> str | None:
+        """Why the network cannot read ``sim``'s observation, or None when it can: any
+        encoder reads at most as many models as it has model slots; an MLP encoder also
+        needs the same number of tokens (queue window + servers + 1)."""
         config = self.actor.encoder.config
-        trained_models = config["in_features"] - N_FEATURES
         fixed_tokens = "n_tokens" in config  # the MLP encoder reads a flat vector
-        fits = config["in_features"] == encoder.n_features and (
-            not fixed_tokens or config["n_tokens"] == encoder.n_tokens
+        n_models = len(sim.preset.models)
+        n_server_tokens = server_token_count(sim)
+        server_tokens = "server groups" if sim.preset.server_tokens == "per_group" else "servers"
+        n_tokens = sim.preset.queue_window + n_server_tokens + 1
+        assert self.model_slots is not None  # set from the network in __init__
+        fits = n_models <= self.model_slots and (
+            not fixed_tokens or config["n_tokens"] == n_tokens
         )
         if fits:
-            return
+            return None
         where = f" on preset {self.trained_on!r}" if self.trained_on else ""
-        trained = f"{trained_models} model(s)"
+        trained = f"{self.model_slots} model slot(s)"
         if fixed_tokens:
             trained += f" and {config['n_tokens']} tokens (queue window + servers + 1)"
         kind = "an MLP encoder (a fixed input size)" if fixed_tokens else "an attention encoder"
-        raise ValueError(
+        advice = (
+            "Use an attention agent (eat), which reads any cluster size, or train on this "
+            "cluster."
+            if fixed_tokens and config["n_tokens"] != n_tokens
+            else "Train with at least as many model slots (model_slots of the preset)."
+        )
+        return (
             f"scheduler {self.name!r} has {kind} trained{where} for {trained}; this "
-            f"simulator has {len(encoder.models)} model(s) and {encoder.n_tokens} tokens "
-            f"(window {encoder.window} + {encoder.n_server_tokens} "
-            f"{'server groups' if encoder.pooled else 'servers'} + 1). "
-            + (
-                "Use an attention agent (eat), which reads any cluster size, or train on "
-                "this cluster."
-                if fixed_tokens
-                else "Train on a preset with the same models."
-            )
+            f"simulator has {n_models} model(s) and {n_tokens} tokens (window "
+            f"{sim.preset.queue_window} + {n_server_tokens} {server_tokens} + 1). {advice}"
         )
 
     def _deterministic_action(self, observation: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -139,8 +152,17 @@ class RLScheduler(PolicyScheduler):
         return out.action[0].cpu().numpy()
 
 
-def load_scheduler(directory: Path, name: str | None = None, device: str = "cpu") -> RLScheduler:
-    """A checkpoint as a scheduler (named after its agent unless ``name`` is given)."""
+def load_scheduler(
+    directory: Path, name: str | None = None, device: str = "cpu"
+) -> RLScheduler | Sb3Scheduler:
+    """A checkpoint as a scheduler (named after its agent unless ``name`` is given): an
+    ``eat`` actor, or a third-party learner's policy (:mod:`eat.schedulers.rl.sb3`)."""
+    config_path = Path(directory) / CONFIG_FILE
+    if config_path.is_file():
+        from eat.schedulers.rl.sb3 import is_sb3_checkpoint, load_sb3_scheduler
+
+        if is_sb3_checkpoint(json.loads(config_path.read_text())):
+            return load_sb3_scheduler(directory, name, device)
     actor, record = load_actor(directory, device)
     return RLScheduler(actor, name or record["agent"], device, trained_on=record.get("preset"))
 

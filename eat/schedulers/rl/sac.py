@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from eat.params import SACConfig
 from eat.schedulers.rl.actors import DiffusionActor, GaussianActor, make_actor
 from eat.schedulers.rl.networks import NetworkSpec, TokenLayout, make_critic
+from eat.sim.encoding import N_GLOBAL_ACTIONS
 
 EntropyMode = Literal["fixed", "learned"]
 InitMode = Literal["scratch", "bc"]
@@ -240,6 +241,45 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return ((prediction - target) ** 2 * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
 
 
+def decision_loss(
+    mean: torch.Tensor, demo: torch.Tensor, mask: torch.Tensor, layout: TokenLayout
+) -> torch.Tensor:
+    """Per-sample imitation loss of the decision an action decodes to
+    (:mod:`eat.sim.encoding`), on the pre-squash mean ``mean`` of the deployed action.
+
+    The teacher's action vector ``demo`` (:meth:`~eat.sim.encoding.Encoder.encode`)
+    names a decision: dispatch or wait (``demo[0] > 0``), the task slot (its largest
+    slot value), the servers (positive server values), steps and gang size. Decoding
+    takes the arg-max dispatchable slot and the top-scoring free servers, so squared
+    error on those values spends capacity on exact scores that do not matter and misses
+    the ranking that does. Here: a logistic loss on the gate; when the teacher
+    dispatches, cross-entropy over the valid task slots, a logistic loss per valid
+    server (chosen or not), and squared error on the squashed steps and gang values
+    (their decoded value is a bin of them). ``mask`` marks the valid slots."""
+    w = layout.window
+    gate_target = (demo[:, 0] > 0).float()
+    loss = F.binary_cross_entropy_with_logits(mean[:, 0], gate_target, reduction="none")
+    slots = slice(N_GLOBAL_ACTIONS, N_GLOBAL_ACTIONS + w)
+    slot_mask = mask[:, slots] > 0
+    slot_logits = mean[:, slots].masked_fill(~slot_mask, -1e9)
+    target_slot = demo[:, slots].masked_fill(~slot_mask, -2.0).argmax(-1)
+    slot_loss = F.cross_entropy(slot_logits, target_slot, reduction="none")
+    servers = slice(N_GLOBAL_ACTIONS + w, None)
+    server_mask = mask[:, servers]
+    server_loss = (
+        F.binary_cross_entropy_with_logits(
+            mean[:, servers], (demo[:, servers] > 0).float(), reduction="none"
+        )
+        * server_mask
+    ).sum(-1) / server_mask.sum(-1).clamp(min=1.0)
+    squashed = torch.tanh(mean[:, 1:N_GLOBAL_ACTIONS])
+    value_loss = ((squashed - demo[:, 1:N_GLOBAL_ACTIONS]) ** 2 * mask[:, 1:N_GLOBAL_ACTIONS]).sum(
+        -1
+    )
+    dispatched = gate_target * slot_mask.any(-1).float()
+    return loss + dispatched * (slot_loss + server_loss + value_loss)
+
+
 def build_actor(config: SACConfig, shapes: dict[str, int]) -> GaussianActor | DiffusionActor:
     """The actor that ``config`` describes, for observations of ``shapes`` (``n_tokens``,
     ``in_features``, ``action_size``): the one constructor used for training, checkpoints
@@ -348,13 +388,18 @@ class SAC:
         return logs
 
     def bc_update(self, batch: BufferSamples) -> dict[str, float]:
-        """Behaviour cloning: fit the sampled action to the teacher's on the valid slots
-        (demo targets clipped to +-0.95 so that tanh pre-activations stay finite)."""
-        pi = self.actor(batch.obs, batch.mask)
+        """Behaviour cloning on the labelled transitions (``config.bc_loss``): ``mse``
+        fits the sampled action to the teacher's on the valid slots (demo targets
+        clipped to +-0.95 so that tanh pre-activations stay finite); ``decision`` scores
+        the deterministic action on the decision it decodes to (:func:`decision_loss`)."""
         weights = batch.has_demo
-        loss = (
-            masked_mse(pi.action, batch.demo, batch.mask) * weights
-        ).sum() / weights.sum().clamp(min=1.0)
+        if self.config.bc_loss == "decision":
+            pi = self.actor(batch.obs, batch.mask, deterministic=True)
+            per_sample = decision_loss(pi.mean, batch.demo, batch.mask, TokenLayout.of(batch.obs))
+        else:
+            pi = self.actor(batch.obs, batch.mask)
+            per_sample = masked_mse(pi.action, batch.demo, batch.mask)
+        loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
         self.bc_optimizer.zero_grad()
         loss.backward()
         self.bc_optimizer.step()
