@@ -178,6 +178,11 @@ def mid_episode(preset: PresetConfig, params: Params, rate: float) -> Simulator:
 def decision_ms(state: Simulator, scheduler: Scheduler, seconds: float, most: int) -> np.ndarray:
     """Milliseconds per decision of ``scheduler`` driving a fork of ``state`` for about
     ``seconds`` of decisions (at least 3, at most ``most``)."""
+    # One untimed decision first: a network's first call at a new token count sets up
+    # its kernels (seconds, once per process), which is not a per-decision cost.
+    warm = state.fork(records=False)
+    scheduler.reset(warm, scheduler_rng(scheduler.name, 0))
+    scheduler.decide(warm)
     sim = state.fork(records=False)
     scheduler.reset(sim, scheduler_rng(scheduler.name, 0))
     times: list[float] = []
