@@ -11,8 +11,10 @@ metrics include ``utilisation``: the share of GPU-seconds busy, which says what 
 the rates really put on the cluster.
 
 ``metro`` is not in ``env.presets``, so the default pipeline does not run it: an
-episode of 20,000 tasks on 1,000 GPUs takes seconds with ``greedy`` and far longer
-with the planners (``total_tasks`` shortens the episodes).
+episode of 20,000 tasks on 1,000 GPUs takes minutes with ``greedy`` and far longer
+with ``eft`` and the planners (``total_tasks`` shortens the episodes;
+``benchmarks/scale_eval.py`` is the opt-in evaluation, its wall time in
+``benchmarks/results/scale_eval.json``).
 """
 
 from __future__ import annotations
