@@ -151,5 +151,7 @@ class RecordFile:
 
 def _read(path: Path, columns: list[str], dtypes: dict[str, str]) -> pd.DataFrame:
     types = {column: dtypes.get(column, "float64") for column in columns}
-    frame = pd.read_csv(path, dtype=types, float_precision="round_trip", keep_default_na=False)
+    # pandas 3 parses floats exactly by default (its float_precision is deprecated), so
+    # the repr written by the simulator reads back as the same float
+    frame = pd.read_csv(path, dtype=types, keep_default_na=False)
     return frame[columns]
