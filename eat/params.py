@@ -9,13 +9,17 @@ The models carry no pipeline defaults on purpose: the values live in
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-PresetName = Literal["paper", "edge"]
+PresetName = Literal["paper", "edge", "metro"]
+"""Presets a stage or a scheduler may name: ``paper`` and ``edge`` are written out in
+``env``; ``metro`` is generated from ``env.metro`` (:func:`metro_preset`)."""
 HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_first", "edf"]
 AgentName = Literal["eat", "d2sac", "sac", "ppo", "maskable_ppo"]
 """Learned agents (``eat.schedulers.rl.AGENTS``, and the third-party learners
@@ -256,13 +260,15 @@ class ProfileLatency(_Strict):
 
 class NetworkConfig(_Strict):
     """Links between servers (the per-step exchange of patch parallelism) and to the
-    client (the result image)."""
+    client (the result image). With a ``topology``, ``bandwidth_gbps`` and ``latency_s``
+    are the link within a site."""
 
     bandwidth_gbps: PositiveFloat
     """Server-to-server link bandwidth for the patch exchange (GB/s, gigabytes per
-    second: 10 GbE is 1.25)."""
+    second: 10 GbE is 1.25); with a ``topology``, between servers of one site."""
     latency_s: NonNegativeFloat
-    """Per-exchange latency (s), paid once per denoising step by a gang of 2+."""
+    """Per-exchange latency (s), paid once per denoising step by a gang of 2+; with a
+    ``topology``, within one site."""
     activation_bytes_per_latent_pixel: NonNegativeFloat | None
     """Bytes one member receives per step per latent pixel of the whole image (bytes),
     times (n - 1) / n for a gang of n; null: derived per model from its UNet's
@@ -274,6 +280,30 @@ class NetworkConfig(_Strict):
     """Server-to-client bandwidth for returning the image (GB/s, gigabytes per second)."""
     image_bytes_per_pixel: NonNegativeFloat
     """Encoded image size per image pixel (bytes; 0: the transmission is free)."""
+
+
+class LinkConfig(_Strict):
+    """One kind of network link: its bandwidth and the latency of one message."""
+
+    bandwidth_gbps: PositiveFloat
+    """Bandwidth (GB/s, gigabytes per second: 1 GbE is 0.125)."""
+    latency_s: NonNegativeFloat
+    """Latency of one exchange over the link (s)."""
+
+
+class TopologyConfig(_Strict):
+    """Servers grouped in sites: within a site they exchange over the ``network`` link,
+    between sites over ``inter_site``. A gang pays the slowest link it crosses: a gang
+    with members in two or more sites exchanges every step over ``inter_site``, and
+    every result leaves its site over ``inter_site`` before the client link."""
+
+    site_sizes: list[PositiveInt] = Field(min_length=1)
+    """Servers per site, in server-id order (the order of ``servers``): site 0 holds the
+    first ``site_sizes[0]`` servers, site 1 the next ones, and so on; they sum to the
+    number of servers."""
+    inter_site: LinkConfig
+    """The link between two sites (each site's uplink to the metro network); it must be
+    no faster than the link within a site (``network``), in bandwidth and latency."""
 
 
 class QualityConfig(_Strict):
@@ -346,6 +376,14 @@ class PresetConfig(_Strict):
     network: NetworkConfig
     """Server-to-server and server-to-client links (``edge``; the paper tables include
     any exchange)."""
+    topology: TopologyConfig | None
+    """Sites and the links between them (``edge`` kind only); null: every server in one
+    site on the ``network`` link."""
+    server_tokens: Literal["per_server", "per_group"]
+    """The observation's server tokens: ``per_server``, one token (and one action score)
+    per server; ``per_group``, one per group of servers of one GPU type at one site,
+    pooled (shares of free and warm servers), so that the attention encoder reads
+    clusters of a thousand servers in a few hundred tokens (:mod:`eat.sim.encoding`)."""
     latency_noise_cv: NonNegativeFloat
     """Coefficient of variation of a multiplicative gamma noise on compute time
     (dimensionless); 0 is deterministic, 1 is exponential service."""
@@ -419,6 +457,24 @@ class PresetConfig(_Strict):
                     f" is not in gpu_types; choose one of {sorted(self.gpu_types)}"
                 )
         n_servers = sum(group.count for group in self.servers)
+        if self.topology is not None:
+            if self.kind == "paper":
+                raise ValueError("kind 'paper' has no topology (its tables include any exchange)")
+            if sum(self.topology.site_sizes) != n_servers:
+                raise ValueError(
+                    f"topology.site_sizes sum to {sum(self.topology.site_sizes)}, but there are "
+                    f"{n_servers} servers"
+                )
+            inter = self.topology.inter_site
+            if (
+                inter.bandwidth_gbps > self.network.bandwidth_gbps
+                or inter.latency_s < self.network.latency_s
+            ):
+                raise ValueError(
+                    f"topology.inter_site ({inter.bandwidth_gbps} GB/s, {inter.latency_s} s) "
+                    f"must be no faster than the link within a site, network "
+                    f"({self.network.bandwidth_gbps} GB/s, {self.network.latency_s} s)"
+                )
         too_big = [size for size in self.workload.gang_sizes if size > n_servers]
         if too_big:
             raise ValueError(f"workload.gang_sizes {too_big} exceed the {n_servers} servers")
@@ -427,6 +483,42 @@ class PresetConfig(_Strict):
     @property
     def n_servers(self) -> int:
         return sum(group.count for group in self.servers)
+
+
+class MetroSpec(_Strict):
+    """The ``metro`` preset, generated (:func:`metro_preset`) from this
+    compact spec and its seed: about ``gpus`` GPUs in sites of a few mixed GPUs joined
+    by a metropolitan network, several models with memory-limited residency, deadlines.
+    Everything not set here is ``env.edge``'s: the latency model, the link within a site
+    and to the client, quality, reward, steps, gang sizes and latency noise."""
+
+    seed: Seed
+    """Seeds the draws of the site sizes and of each GPU's type (the same seed and spec
+    give the same cluster)."""
+    gpus: PositiveInt
+    """GPUs (servers, one GPU each) of the whole cluster; the last site drawn is cut so
+    that they sum to exactly this."""
+    site_sizes: dict[PositiveInt, PositiveFloat] = Field(min_length=1)
+    """GPUs in a site -> the share of sites that size (dimensionless; renormalised): site
+    sizes are drawn from it until the sites hold ``gpus`` GPUs."""
+    gpu_shares: dict[str, PositiveFloat] = Field(min_length=1)
+    """GPU type (of the GPU catalogue) -> its share of the GPUs (dimensionless;
+    renormalised)."""
+    site_homogeneity: Annotated[float, Field(ge=0, le=1)]
+    """Probability that a GPU is of its site's main type (each site draws a main type by
+    ``gpu_shares``; the other GPUs draw their own): 1 gives single-type sites, 0 GPUs
+    mixed independently."""
+    inter_site: LinkConfig
+    """The link between two sites (as ``topology.inter_site``)."""
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    """Model name -> its memory footprint and latency-profile family: several
+    checkpoints share the SD 1.5 and SDXL architectures."""
+    workload: WorkloadConfig
+    """Arrival process and task mix (the swept rates: ``evaluate.rates.metro``)."""
+    queue_window: PositiveInt
+    """Queued tasks visible to the scheduler (tasks), as a preset's ``queue_window``."""
+    server_tokens: Literal["per_server", "per_group"]
+    """The observation's server tokens, as a preset's ``server_tokens``."""
 
 
 class DiscreteViewConfig(_Strict):
@@ -446,7 +538,8 @@ class EnvSection(_Strict):
     latency tables, quality curve and reward); the ``edge`` preset is a heterogeneous
     edge cluster whose latencies come from the calibrated model over measured GPU
     profiles, with memory-limited model residency, deadlines, and the gang size and
-    servers chosen by the scheduler."""
+    servers chosen by the scheduler; the ``metro`` preset is the edge model at a
+    thousand GPUs in a hundred or more sites, generated from a compact spec."""
 
     presets: list[PresetName] = Field(min_length=1)
     """Presets the pipeline builds and evaluates."""
@@ -454,6 +547,8 @@ class EnvSection(_Strict):
     """The EAT reference model (``kind: paper``)."""
     edge: PresetConfig
     """The heterogeneous edge cluster (``kind: edge``)."""
+    metro: MetroSpec
+    """The metropolitan edge cluster, generated from this spec and ``edge``."""
     discrete: DiscreteViewConfig
     """The discrete-action view of every preset's environment."""
 
@@ -464,9 +559,91 @@ class EnvSection(_Strict):
         return self
 
     def preset(self, name: str) -> PresetConfig:
-        if name not in ("paper", "edge"):
-            raise ParamsError(f"preset {name!r} is not supported; choose one of ['edge', 'paper']")
+        """The preset called ``name`` (``metro``: generated from ``metro`` and ``edge``)."""
+        if name not in get_args(PresetName):
+            raise ParamsError(
+                f"preset {name!r} is not supported; choose one of {sorted(get_args(PresetName))}"
+            )
+        if name == "metro":
+            return metro_preset(self.metro, self.edge)
         return getattr(self, name)
+
+
+# ---------------------------------------------------------------------------
+# The metro preset, generated from its spec
+# ---------------------------------------------------------------------------
+#
+# metro_preset turns env.metro (MetroSpec) and the edge preset into a full PresetConfig:
+# the cluster is drawn site by site from the spec's seed, everything else is the edge
+# preset's system model. For each site, in order (one generator, seeded by spec.seed):
+# 1. its size, from site_sizes (the last site is cut so that the sites hold exactly
+#    `gpus` GPUs); 2. its main GPU type, from gpu_shares; 3. each of its GPUs: the main
+# type with probability site_homogeneity, else a type drawn from gpu_shares. Because the
+# sites are drawn one after another, a smaller cluster of the same seed is the first
+# sites of a larger one (the speed benchmark's cluster sizes nest). Servers of one type
+# in one site get consecutive ids; sites hold consecutive id ranges
+# (topology.site_sizes).
+
+
+def draw_sites(spec: MetroSpec, gpus: int) -> list[list[str]]:
+    """The GPU types of every site, in site order (steps 1-3 of the comment above)."""
+    rng = np.random.default_rng(spec.seed)
+    sizes = sorted(spec.site_sizes)
+    size_p = np.array([spec.site_sizes[size] for size in sizes], dtype=float)
+    size_p /= size_p.sum()
+    types = list(spec.gpu_shares)
+    type_p = np.array([spec.gpu_shares[gpu] for gpu in types], dtype=float)
+    type_p /= type_p.sum()
+    sites: list[list[str]] = []
+    placed = 0
+    while placed < gpus:
+        size = min(int(sizes[rng.choice(len(sizes), p=size_p)]), gpus - placed)
+        main = types[rng.choice(len(types), p=type_p)]
+        site = []
+        for _ in range(size):
+            if rng.random() < spec.site_homogeneity:
+                site.append(main)
+            else:
+                site.append(types[rng.choice(len(types), p=type_p)])
+        # servers of one type get consecutive ids (one server group per type and site)
+        order = {gpu: index for index, gpu in enumerate(types)}
+        sites.append(sorted(site, key=order.__getitem__))
+        placed += size
+    return sites
+
+
+@functools.lru_cache(maxsize=8)
+def _generate(spec_json: str, edge_json: str, gpus: int) -> PresetConfig:
+    spec = MetroSpec.model_validate_json(spec_json)
+    data = PresetConfig.model_validate_json(edge_json).model_dump()
+    sites = draw_sites(spec, gpus)
+    servers = []
+    for site in sites:
+        for gpu in dict.fromkeys(site):  # types in the site's (sorted) order
+            servers.append({"gpu": gpu, "count": site.count(gpu)})
+    data.update(
+        gpu_types={gpu: {"memory_gb": None, "speed": None} for gpu in spec.gpu_shares},
+        servers=servers,
+        models={name: model.model_dump() for name, model in spec.models.items()},
+        workload=spec.workload.model_dump(),
+        queue_window=spec.queue_window,
+        server_tokens=spec.server_tokens,
+        topology={
+            "site_sizes": [len(site) for site in sites],
+            "inter_site": spec.inter_site.model_dump(),
+        },
+    )
+    return PresetConfig.model_validate(data)
+
+
+def metro_preset(spec: MetroSpec, edge: PresetConfig, *, gpus: int | None = None) -> PresetConfig:
+    """The preset of ``spec`` on ``edge``'s system model (the comment above); ``gpus``
+    replaces ``spec.gpus`` (the cluster sizes of the speed benchmark). The same inputs
+    give the same preset (memoised: generating and validating it takes milliseconds)."""
+    count = spec.gpus if gpus is None else gpus
+    if count < 1:
+        raise ValueError(f"gpus must be >= 1, got {count}")
+    return _generate(spec.model_dump_json(), edge.model_dump_json(), count)
 
 
 class SeedsSection(_Strict):
@@ -521,6 +698,11 @@ class RolloutSettings(_Strict):
     candidate: common random numbers); their mean return scores it."""
     horizon: PositiveInt
     """Dispatches per continuation, the candidate's own included."""
+    future_tasks: PositiveInt | None
+    """``rollout``: future arrivals sampled per continuation, at most (tasks; the next
+    ones: a continuation of ``horizon`` dispatches rarely sees more); null: every task
+    of the episode not arrived yet. An episode with fewer tasks left than this is
+    planned as if there were no cap."""
 
 
 class PlannersSection(_Strict):

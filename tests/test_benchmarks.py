@@ -47,12 +47,57 @@ def test_every_benchmark_script_is_run_by_a_test():
 def test_sim_speed(tmp_path):
     out = tmp_path / "sim_speed.json"
     stdout = run_script(
-        [sys.executable, "benchmarks/sim_speed.py", "--seconds", "0.2", "--out", str(out)]
+        [
+            sys.executable,
+            "benchmarks/sim_speed.py",
+            "--seconds",
+            "0.2",
+            "--sizes",
+            "8,16",
+            "--memory-tasks",
+            "400",
+            "--out",
+            str(out),
+        ]
     )
     assert last_result(stdout)[0] == "edge_raw_greedy_tasks_per_s"
     assert "RESULT edge_raw_first_fit_tasks_per_s=" in stdout
     record = json.loads(out.read_text())
     assert record["benchmark"] == "sim_speed" and record["results"]["paper_env_tasks_per_s"] > 0
+    assert record["results"]["scale_16_eat_decision_ms_median"] > 0
+
+
+def test_scale_eval(tmp_path):
+    docs = tmp_path / "scale.md"
+    docs.write_text("# Scale\n<!-- scale-results:begin -->\n<!-- scale-results:end -->\n")
+    out = tmp_path / "scale_eval.json"
+    stdout = run_script(
+        [
+            sys.executable,
+            "benchmarks/scale_eval.py",
+            "--n-seeds",
+            "1",
+            "--edge-seeds",
+            "1",
+            "--edge-tasks",
+            "20",
+            "--metro-tasks",
+            "60",
+            "--planner-tasks",
+            "10",
+            "--load-tasks",
+            "50",
+            "--reports",
+            str(tmp_path / "reports"),
+            "--docs",
+            str(docs),
+            "--out",
+            str(out),
+        ]
+    )
+    assert last_result(stdout)[0] == "peak_rss_mb"
+    assert "| heuristics | greedy |" in docs.read_text()
+    assert json.loads(out.read_text())["benchmark"] == "scale_eval"
 
 
 def test_exact_optimum(tmp_path):

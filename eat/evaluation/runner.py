@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pandas as pd
 from eat.evaluation.metrics import episode_metrics
 from eat.params import PresetConfig
 from eat.schedulers.base import Scheduler
+from eat.sim.records import RecordFile
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
 from eat.sim.workload import Task
 
@@ -44,17 +46,28 @@ def run_episode(
     rate: float,
     seed: int,
     sim: Simulator | None = None,
+    *,
+    records_dir: Path | None = None,
 ) -> EpisodeResult:
     """Simulate one episode of ``preset`` at ``rate`` tasks/s with workload ``seed``.
 
     The workload depends on the seed only, so every scheduler sees the same tasks.
     Every task runs to completion (no time limit: the environment's truncation is a
-    training device, not part of the evaluation)."""
+    training device, not part of the evaluation). ``records_dir`` streams the records
+    to CSV files there while the episode runs (:class:`~eat.sim.records.RecordFile`):
+    the frames are read back from them, equal to those kept in memory, and a long
+    episode holds its compact columns rather than a Python tuple per row."""
     sim = sim or Simulator(preset)
     workload_rng, noise_rng = episode_rngs(seed)
     tasks = make_tasks(sim, rate, workload_rng)
     decision_seconds = simulate(
-        sim, scheduler, tasks, noise_rng, scheduler_rng(scheduler.name, seed), arrival_rate=rate
+        sim,
+        scheduler,
+        tasks,
+        noise_rng,
+        scheduler_rng(scheduler.name, seed),
+        arrival_rate=rate,
+        records_to=None if records_dir is None else RecordFile(records_dir),
     )
     return EpisodeResult(
         sim.records_frame(), sim.segments_frame(), sim.n_servers, sim.horizon, decision_seconds
@@ -69,11 +82,13 @@ def simulate(
     scheduler_rng: np.random.Generator,
     *,
     arrival_rate: float | None = None,
+    records_to: RecordFile | None = None,
 ) -> list[float]:
     """The episode loop: ``tasks`` on ``sim`` decided by ``scheduler`` until every task
     has completed; returns the wall-clock seconds of each decision (the records stay in
-    ``sim``). :func:`run_episode` draws the tasks and builds the frames around it."""
-    sim.reset(tasks, noise_rng, arrival_rate=arrival_rate)
+    ``sim``, or stream to ``records_to``). :func:`run_episode` draws the tasks and builds
+    the frames around it."""
+    sim.reset(tasks, noise_rng, arrival_rate=arrival_rate, records_to=records_to)
     scheduler.reset(sim, scheduler_rng)
     decision_seconds: list[float] = []
     clock = time.perf_counter
@@ -87,8 +102,8 @@ def simulate(
         else:
             sim.dispatch(decision)
             ongoing = sim.advance()
-    if len(sim.records) != len(sim.tasks):
-        raise RuntimeError(f"{scheduler.name}: {len(sim.tasks) - len(sim.records)} tasks never ran")
+    if sim.n_records != len(sim.tasks):
+        raise RuntimeError(f"{scheduler.name}: {len(sim.tasks) - sim.n_records} tasks never ran")
     return decision_seconds
 
 

@@ -58,10 +58,17 @@ class LatencyModel(Protocol):
         ...
 
     def gang_timing(
-        self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
+        self,
+        model: str,
+        resolution: int,
+        gpus: Sequence[str],
+        warm: Sequence[bool],
+        cross_site: bool = False,
     ) -> GangTiming:
         """Timing of ``model`` at ``resolution`` px on a gang of servers of types ``gpus``
-        (one patch each), ``warm[i]`` when member ``i`` holds the model already."""
+        (one patch each), ``warm[i]`` when member ``i`` holds the model already;
+        ``cross_site`` when the members are in two or more sites (the exchange then
+        crosses the slower link between sites)."""
         ...
 
     def cold_start_s(self, model: str, gang_size: int) -> float:

@@ -7,6 +7,12 @@ datasheet numbers; the gang adds the per-step exchange of patch parallelism (the
 activation bytes over the link, overlapped with compute or not), VAE decode, text
 encoding and the result's transmission; a cold start is the components' bytes over a
 load bandwidth, never faster than the measured page-cache load, plus a fixed overhead.
+
+With a ``topology`` every transfer pays the slowest link it crosses: the exchange of a
+gang within one site goes over ``network`` (the link within a site), that of a gang
+across sites over ``topology.inter_site``; the result leaves its site over
+``inter_site`` and reaches the client over ``client_bandwidth_gbps``, so it pays one
+inter-site latency and the smaller of the two bandwidths.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class ProfileLatency:
             raise ValueError("ProfileLatency needs preset.profile_latency")
         self.preset = preset
         self.network = preset.network
+        self.topology = preset.topology
         self.batch = config.batch
         measured = {gpu: list(files) for gpu, files in config.measured.items()}
         anchor = config.anchor
@@ -112,7 +119,7 @@ class ProfileLatency:
                         f"{self.batch} has no per-step fit on {gpu}; it has {sorted(latency.step)}"
                     )
         self._step_cache: dict[tuple[str, int, int, str], float] = {}
-        self._exchange_cache: dict[tuple[str, int, int], float] = {}
+        self._exchange_cache: dict[tuple[str, int, int, bool], float] = {}
         self._timing_cache: dict[tuple, GangTiming] = {}
         self._ratings: dict[str, GpuRating] = {}
 
@@ -153,18 +160,24 @@ class ProfileLatency:
     def encode_s(self, model: str, gpu: str) -> float:
         return self._gpus[gpu].encode_s[self.preset.models[model].profile_model]
 
-    def communication_s(self, model: str, resolution: int, patches: int) -> float:
+    def communication_s(
+        self, model: str, resolution: int, patches: int, cross_site: bool = False
+    ) -> float:
         """Per-step exchange of one member of a gang of ``patches``: the bytes it receives
-        (all-gathers) over the link, plus one link latency."""
+        (all-gathers) over the slowest link of the gang (between sites when
+        ``cross_site``, else within a site), plus one latency of that link."""
         if patches <= 1:
             return 0.0
-        key = (model, resolution, patches)
+        key = (model, resolution, patches, cross_site)
         seconds = self._exchange_cache.get(key)
         if seconds is None:
-            seconds = self._exchange_cache[key] = self._communication_s(model, resolution, patches)
+            seconds = self._communication_s(model, resolution, patches, cross_site)
+            self._exchange_cache[key] = seconds
         return seconds
 
-    def _communication_s(self, model: str, resolution: int, patches: int) -> float:
+    def _communication_s(
+        self, model: str, resolution: int, patches: int, cross_site: bool
+    ) -> float:
         per_pixel = self.network.activation_bytes_per_latent_pixel
         if per_pixel is None:
             exchanged = self.model.exchange_bytes(
@@ -172,11 +185,22 @@ class ProfileLatency:
             )
         else:  # a fixed volume per latent pixel (params override)
             exchanged = per_pixel * (resolution / 8) ** 2 * (patches - 1) / patches
+        if cross_site:
+            if self.topology is None:
+                raise ValueError("a gang across sites needs a preset with a topology")
+            link = self.topology.inter_site
+            return link.latency_s + exchanged / (link.bandwidth_gbps * 1e9)
         return self.network.latency_s + exchanged / (self.network.bandwidth_gbps * 1e9)
 
     def transmission_s(self, resolution: int) -> float:
+        """The result image to the client: over the client link, and with a topology
+        first over the site's uplink (module docstring)."""
         image_bytes = self.network.image_bytes_per_pixel * resolution * resolution
-        return image_bytes / (self.network.client_bandwidth_gbps * 1e9)
+        if self.topology is None:
+            return image_bytes / (self.network.client_bandwidth_gbps * 1e9)
+        uplink = self.topology.inter_site
+        slowest = min(self.network.client_bandwidth_gbps, uplink.bandwidth_gbps)
+        return uplink.latency_s + image_bytes / (slowest * 1e9)
 
     def step_s(self, model: str, resolution: int, patches: int, gpu: str) -> float:
         """Compute time of one member per denoising step (no communication)."""
@@ -189,22 +213,33 @@ class ProfileLatency:
         return seconds
 
     def gang_timing(
-        self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
+        self,
+        model: str,
+        resolution: int,
+        gpus: Sequence[str],
+        warm: Sequence[bool],
+        cross_site: bool = False,
     ) -> GangTiming:
         """Memoised: a simulator asks for the same few gangs at every dispatch."""
-        key = (model, resolution, tuple(gpus), tuple(warm))
+        key = (model, resolution, tuple(gpus), tuple(warm), cross_site)
         timing = self._timing_cache.get(key)
         if timing is None:
-            timing = self._timing_cache[key] = self._gang_timing(model, resolution, gpus, warm)
+            timing = self._gang_timing(model, resolution, gpus, warm, cross_site)
+            self._timing_cache[key] = timing
         return timing
 
     def _gang_timing(
-        self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
+        self,
+        model: str,
+        resolution: int,
+        gpus: Sequence[str],
+        warm: Sequence[bool],
+        cross_site: bool,
     ) -> GangTiming:
         patches = len(gpus)
         cold = tuple(0.0 if is_warm else self.model_cold_start_s[model] for is_warm in warm)
         compute = max(self.step_s(model, resolution, patches, gpu) for gpu in gpus)
-        exchange = self.communication_s(model, resolution, patches)
+        exchange = self.communication_s(model, resolution, patches, cross_site)
         if self.network.overlap == "overlapped":
             pace = max(compute, exchange)
         else:

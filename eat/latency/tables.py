@@ -38,8 +38,15 @@ class PaperLatency:
         return gang_size
 
     def gang_timing(
-        self, model: str, resolution: int, gpus: Sequence[str], warm: Sequence[bool]
+        self,
+        model: str,
+        resolution: int,
+        gpus: Sequence[str],
+        warm: Sequence[bool],
+        cross_site: bool = False,
     ) -> GangTiming:
+        if cross_site:
+            raise ValueError("the reference tables have no sites: a paper preset has no topology")
         size = self._size(len(gpus))
         reload = 0.0 if all(warm) else self.reload_s[size]
         slowest = min(self.gpu_rating(gpu).speed for gpu in gpus)

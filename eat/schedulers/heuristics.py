@@ -20,20 +20,26 @@ Shared conventions:
 - *affinity order* of servers: the model resident first, then faster, then lower id.
 - *candidate gangs* of size ``k`` (``placement.candidate_gangs``): on edge the ``k``
   fastest servers (residents first on equal speed) and the ``k`` fastest with the model
-  resident, one of which has the shortest duration for any number of steps, so
-  searching them is exact, not an approximation; on paper the rule's gang.
+  resident, overall and, with sites, within each site, one of which has the shortest
+  duration for any number of steps, so searching them is exact, not an approximation;
+  on paper the rule's gang. Candidates with the same timing (interchangeable servers:
+  same type, site and residency) are weighed once, as the one with the fewest servers
+  and then the lowest ids, which is what every tie-break below prefers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
+
+import numpy as np
 
 from eat.latency import GangTiming
 from eat.params import SchedulerSettings
 from eat.schedulers.base import Scheduler
-from eat.sim.reward import rewards_over_steps
+from eat.sim.reward import reward_table, rewards_over_steps
 from eat.sim.simulator import Dispatch, Simulator
 from eat.sim.workload import Task
 
@@ -80,11 +86,7 @@ def fixed_dispatch(sim: Simulator, task: Task, steps: int, requested: int) -> Di
     """The task at its fixed gang size on the first servers in affinity order, or None
     if it cannot start now at that size."""
     size = fixed_gang_size(sim, task, requested)
-
-    def by_affinity(free: list[int], count: int) -> list[int]:
-        return affinity_order(sim, task, free)[:count]
-
-    gang = sim.placement.choose_servers(task, size, by_affinity)
+    gang = sim.placement.affinity_gang(task, size)
     return None if gang is None else Dispatch(task.task_id, steps, gang)
 
 
@@ -99,9 +101,15 @@ class TimingCache:
     Timings depend on the gang only through the multiset of (GPU type, model warm) of
     its members, so many gangs share one entry."""
 
+    GANG_MEMO_SIZE: ClassVar[int] = 65536
+    """Timings remembered by exact gang before forgetting (a large cluster has many)."""
+
     def __init__(self) -> None:
         self._latency: object | None = None
         self._table: dict[tuple, GangTiming] = {}
+        self._by_gang: dict[tuple, GangTiming] = {}
+        """The same timings by (model, resolution, gang, warm flags): candidate gangs
+        come back at every decision, and this key needs no sorting."""
 
     def timing(
         self, sim: Simulator, task: Task, gang: Sequence[int], warm: Sequence[bool]
@@ -110,13 +118,31 @@ class TimingCache:
         if self._latency is not sim.latency:
             self._latency = sim.latency
             self._table.clear()
-        members = tuple(sorted(zip((sim.servers[i].gpu for i in gang), warm, strict=True)))
-        key = (task.model, task.resolution, members)
+            self._by_gang.clear()
+        exact = (task.model, task.resolution, tuple(gang), tuple(warm))
+        known = self._by_gang.get(exact)
+        if known is not None:
+            return known
+        if len(self._by_gang) >= self.GANG_MEMO_SIZE:
+            self._by_gang.clear()
+        self._by_gang[exact] = timing = self._timing(sim, task, gang, warm)
+        return timing
+
+    def _timing(
+        self, sim: Simulator, task: Task, gang: Sequence[int], warm: Sequence[bool]
+    ) -> GangTiming:
+        servers = sim.servers
+        members = tuple(sorted(zip((servers[i].gpu for i in gang), warm, strict=True)))
+        cross = sim.n_sites > 1 and sim.cross_site(gang)
+        key = (task.model, task.resolution, members, cross)
         timing = self._table.get(key)
         if timing is None:
             gpus = [gpu for gpu, _ in members]
             flags = [is_warm for _, is_warm in members]
-            timing = sim.latency.gang_timing(task.model, task.resolution, gpus, flags)
+            if cross:
+                timing = sim.latency.gang_timing(task.model, task.resolution, gpus, flags, True)
+            else:
+                timing = sim.latency.gang_timing(task.model, task.resolution, gpus, flags)
             self._table[key] = timing
         return timing
 
@@ -145,17 +171,127 @@ def rewards_by_steps(sim: Simulator, task: Task, timing: GangTiming) -> list[tup
 
 
 def free_candidates(
-    sim: Simulator, task: Task, cache: TimingCache
+    sim: Simulator, task: Task, cache: TimingCache, gangs: Sequence[Gang] | None = None
 ) -> list[tuple[Gang, GangTiming]]:
     """Gangs ``task`` could start on now, with their timing: the candidate gangs of
-    every feasible size among the free capable servers."""
+    every feasible size among the free capable servers (or ``gangs``, those of another
+    task with the same model and fixed size), one per distinct timing (the one with the
+    fewest servers, then the lowest ids: module docstring), in that order."""
     placement = sim.placement
-    free = placement.capable(task, free_only=True)
-    result: list[tuple[Gang, GangTiming]] = []
-    for size in placement.feasible_gang_sizes(task):
-        for gang in placement.candidate_gangs(task, size, free):
-            result.append((gang, cache.now(sim, task, gang)))
-    return result
+    if gangs is None:
+        gangs = placement.free_candidate_gangs(task, placement.feasible_gang_sizes(task))
+    by_timing: dict[GangTiming, Gang] = {}
+    for gang in gangs:
+        timing = cache.now(sim, task, gang)
+        kept = by_timing.get(timing)
+        if kept is None or (len(gang), gang) < (len(kept), kept):
+            by_timing[timing] = gang
+    return sorted(
+        ((gang, timing) for timing, gang in by_timing.items()), key=lambda c: (len(c[0]), c[0])
+    )
+
+
+@dataclass(frozen=True)
+class DispatchTable:
+    """Every dispatch a reward-driven scheduler weighs now, with its immediate reward:
+    row ``r`` is ``tasks[r]`` on ``gangs[r]``, column ``c`` is ``steps[c]`` steps."""
+
+    tasks: list[Task]
+    gangs: list[Gang]
+    steps: range
+    rewards: np.ndarray
+    """(rows, steps) rewards, the floats ``sim.preview`` gives (:func:`reward_table`)."""
+
+    def key(self, row: int, column: int) -> tuple:
+        """The tie-break of a dispatch: lower task id, fewer servers, fewer steps, lower
+        server ids."""
+        gang = self.gangs[row]
+        return (self.tasks[row].task_id, len(gang), self.steps[column], gang)
+
+    def dispatch(self, row: int, column: int) -> Dispatch:
+        return Dispatch(self.tasks[row].task_id, self.steps[column], self.gangs[row])
+
+    def best(self, tolerance: float) -> Dispatch | None:
+        """The dispatch with the highest reward; among those within ``tolerance`` of it,
+        the first by :meth:`key`."""
+        if not self.gangs:
+            return None
+        top = float(self.rewards.max())
+        rows, columns = np.nonzero(self.rewards >= top - tolerance)
+        row, column = min(
+            zip(rows.tolist(), columns.tolist(), strict=True), key=lambda rc: self.key(*rc)
+        )
+        return self.dispatch(row, column)
+
+    def ranked(self, count: int) -> list[Dispatch]:
+        """The ``count`` dispatches with the highest rewards, best first (ties by
+        :meth:`key`)."""
+        if not self.gangs or count <= 0:
+            return []
+        allowed = np.isfinite(self.rewards)  # -inf: steps outside the task's own
+        flat = self.rewards[allowed]
+        if count < flat.size:
+            threshold = np.partition(flat, flat.size - count)[flat.size - count]
+            rows, columns = np.nonzero(allowed & (self.rewards >= threshold))
+        else:
+            rows, columns = np.nonzero(allowed)
+        entries = sorted(
+            zip(rows.tolist(), columns.tolist(), strict=True),
+            key=lambda rc: (-float(self.rewards[rc]), *self.key(*rc)),
+        )
+        return [self.dispatch(row, column) for row, column in entries[:count]]
+
+
+def dispatch_table(sim: Simulator, tasks: Sequence[Task], cache: TimingCache) -> DispatchTable:
+    """Every ``task`` of ``tasks`` on every gang it could start on now
+    (:func:`free_candidates`, worked out once per model, resolution and fixed gang
+    size) x every steps value, with its immediate reward."""
+    placement = sim.placement
+    gangs_of: dict[tuple[str, int | None], list[Gang]] = {}
+    candidates: dict[tuple[str, int, int | None], list[tuple[Gang, GangTiming]]] = {}
+    row_tasks: list[Task] = []
+    gangs: list[Gang] = []
+    timings: list[GangTiming] = []
+    waits: list[float] = []
+    for task in tasks:
+        need = (task.model, task.resolution, task.gang_size)
+        if need not in candidates:
+            hosts = (task.model, task.gang_size)
+            if hosts not in gangs_of:
+                sizes = placement.feasible_gang_sizes(task)
+                gangs_of[hosts] = placement.free_candidate_gangs(task, sizes)
+            candidates[need] = free_candidates(sim, task, cache, gangs_of[hosts])
+        avg_wait = sim.avg_wait_excluding(task)
+        for gang, timing in candidates[need]:
+            row_tasks.append(task)
+            gangs.append(gang)
+            timings.append(timing)
+            waits.append(avg_wait)
+    # One steps axis for every row: the union of the tasks' ranges (a trace's task has
+    # its own steps); entries outside a row's own range are -inf, never chosen.
+    ranges = [steps_range(sim, task) for task in row_tasks] or [
+        range(sim.preset.min_steps, sim.preset.max_steps + 1)
+    ]
+    steps = range(min(r.start for r in ranges), max(r.stop for r in ranges))
+    rewards = reward_table(
+        sim.preset.reward,
+        sim.quality.table,
+        steps,
+        wait=np.array([sim.now - task.arrival for task in row_tasks]),
+        avg_wait=np.array(waits),
+        now=sim.now,
+        deadline=np.array([task.deadline for task in row_tasks]),
+        setup_s=np.array([timing.setup_s for timing in timings]),
+        step_s=np.array([timing.step_s for timing in timings]),
+        tail_s=np.array([timing.tail_s for timing in timings]),
+    )
+    rewards = rewards.reshape(len(gangs), len(steps))
+    if any(r != steps for r in ranges):
+        counts = np.arange(steps.start, steps.stop)[None, :]
+        starts = np.array([r.start for r in ranges])[:, None]
+        stops = np.array([r.stop for r in ranges])[:, None]
+        rewards = np.where((counts >= starts) & (counts < stops), rewards, -np.inf)
+    return DispatchTable(row_tasks, gangs, steps, rewards)
 
 
 # ---------------------------------------------------------------------------
@@ -243,9 +379,11 @@ class GreedyScheduler(Scheduler):
 
     Searches every dispatchable window task x every gang it can start on now (the
     candidate gangs of every feasible size, which contain a shortest-duration gang of
-    each size, see the module docstring) x every steps value. Ties (within 1e-9): lower task id, then fewer servers, then fewer
-    steps. Never waits. (Unlike the reference implementation's greedy, which swapped
-    action fields and ignored gang size and reload.)
+    each size, see the module docstring) x every steps value, all rewards at once
+    (:func:`dispatch_table`). Ties (within 1e-9 of the best): lower task id, then fewer
+    servers, then fewer steps, then lower server ids. Never waits. (Unlike the
+    reference implementation's greedy, which swapped action fields and ignored gang
+    size and reload.)
     """
 
     name: ClassVar[str] = "greedy"
@@ -256,20 +394,8 @@ class GreedyScheduler(Scheduler):
         self.cache = TimingCache()
 
     def decide(self, sim: Simulator) -> Dispatch | None:
-        best: Dispatch | None = None
-        best_reward = -math.inf
-        best_key: tuple = ()
-        for task in sorted(sim.dispatchable(), key=lambda t: t.task_id):
-            for gang, timing in free_candidates(sim, task, self.cache):
-                size = len(gang)
-                for steps, reward in rewards_by_steps(sim, task, timing):
-                    key = (task.task_id, size, steps, gang)
-                    better = reward > best_reward + self.TOLERANCE
-                    tied = abs(reward - best_reward) <= self.TOLERANCE and key < best_key
-                    if better or tied:
-                        best = Dispatch(task.task_id, steps, gang)
-                        best_reward, best_key = reward, key
-        return best
+        tasks = sorted(sim.dispatchable(), key=lambda t: t.task_id)
+        return dispatch_table(sim, tasks, self.cache).best(self.TOLERANCE)
 
 
 class EftOption:
@@ -314,6 +440,8 @@ class EarliestFinishTimeScheduler(Scheduler):
     def __init__(self, settings: SchedulerSettings) -> None:
         self.settings = settings
         self.cache = TimingCache()
+        self._shortest_key: object | None = None
+        self._shortest: dict[tuple, float] = {}
 
     def steps(self, sim: Simulator, task: Task | None = None) -> int:
         """The steps ``task`` runs with (without a task: those of any task that has no
@@ -407,17 +535,46 @@ class EarliestFinishTimeScheduler(Scheduler):
             avail = [
                 sim.now if s.task_id is None else max(sim.now, s.busy_until) for s in sim.servers
             ]
-        options = [
-            EftOption(
-                option.gang,
-                option.start,
-                option.start
-                + self.cache.timing(sim, task, option.gang, option.warm).duration(steps),
-            )
-            for option in sim.placement.options(task, avail, set(reserved))
-        ]
-        finite = [option for option in options if option.start < math.inf]
-        return min(finite, key=EftOption.key) if finite else None
+        # Options come in order of their start; none starting after the best finish so
+        # far minus the shortest duration any gang could have can finish earlier.
+        shortest = self.shortest_duration(sim, task, steps)
+        best: EftOption | None = None
+        for option in sim.placement.options(task, avail, set(reserved)):
+            if option.start == math.inf:
+                break
+            if best is not None and option.start + shortest > best.finish:
+                break
+            timing = self.cache.timing(sim, task, option.gang, option.warm)
+            candidate = EftOption(option.gang, option.start, option.start + timing.duration(steps))
+            if best is None or candidate.key() < best.key():
+                best = candidate
+        return best
+
+    def shortest_duration(self, sim: Simulator, task: Task, steps: int) -> float:
+        """A lower bound on the duration of ``task`` with ``steps`` on any gang: per gang
+        size, the shortest text encoding, step and decode of any capable GPU type (warm,
+        within a site), since a gang encodes and decodes on one member and steps no
+        faster than any of its members."""
+        key = (task.model, task.resolution, task.gang_size, steps)
+        if self._shortest_key is not sim.latency:
+            self._shortest_key, self._shortest = sim.latency, {}
+        known = self._shortest.get(key)
+        if known is not None:
+            return known
+        gpus = sorted({sim.servers[i].gpu for i in sim.placement.capable(task, free_only=False)})
+        bound = math.inf
+        for size in sim.placement.gang_sizes(task):
+            timings = [
+                sim.latency.gang_timing(task.model, task.resolution, [gpu] * size, [True] * size)
+                for gpu in gpus
+            ]
+            if timings:
+                setup = min(timing.setup_s for timing in timings)
+                step = min(timing.step_s for timing in timings)
+                tail = min(timing.tail_s for timing in timings)
+                bound = min(bound, setup + steps * step + tail)
+        self._shortest[key] = bound
+        return bound
 
 
 class WarmFirstScheduler(Scheduler):
@@ -452,10 +609,9 @@ class WarmFirstScheduler(Scheduler):
 
     def _warm_dispatch(self, sim: Simulator, task: Task, steps: int) -> Dispatch | None:
         target = fixed_gang_size(sim, task, self.settings.fixed_gang_size)
-        order = affinity_order(sim, task, capable_servers(sim, task, free_only=True))
         sizes = sorted((k for k in sim.placement.gang_sizes(task) if k <= target), reverse=True)
         for size in sizes:
-            gang = sim.placement.warm_gang(task, size, order)
+            gang = sim.placement.warm_gang(task, size)
             if gang is not None:
                 return Dispatch(task.task_id, steps, gang)
         return None
@@ -576,6 +732,7 @@ def make_scheduler(name: str, settings: SchedulerSettings) -> Scheduler:
 
 __all__ = [
     "SCHEDULERS",
+    "DispatchTable",
     "EarliestFinishTimeScheduler",
     "EdfScheduler",
     "FifoScheduler",
@@ -586,7 +743,9 @@ __all__ = [
     "WarmFirstScheduler",
     "affinity_order",
     "candidate_gangs",
+    "dispatch_table",
     "fixed_gang_size",
+    "free_candidates",
     "make_scheduler",
     "rewards_by_steps",
 ]

@@ -7,9 +7,10 @@ At every decision epoch :class:`RolloutScheduler` (Bertsekas' rollout algorithm)
    gang x steps, as :class:`~eat.schedulers.heuristics.GreedyScheduler` ranks them), and
    waiting for the next event when one is pending;
 2. draws ``samples`` futures, the same for every candidate (common random numbers): the
-   tasks that have not arrived yet, sampled from the preset's workload process at the
-   episode's arrival rate (``rollout``: the real future stays unseen), or the episode's
-   true future (``clairvoyant``), and a latency-noise stream per sample;
+   tasks that have not arrived yet (at most ``future_tasks`` of them), sampled from the
+   preset's workload process at the episode's arrival rate (``rollout``: the real
+   future stays unseen), or the episode's true future (``clairvoyant``), and a
+   latency-noise stream per sample;
 3. scores each candidate by the mean return of its continuations: a fork of the
    simulator (:meth:`~eat.sim.simulator.Simulator.fork`) applies the candidate, then the
    base heuristic decides until ``horizon`` dispatches (the candidate's own included)
@@ -32,7 +33,7 @@ import numpy as np
 
 from eat.params import Params, RolloutSettings, SchedulerSettings
 from eat.schedulers.base import Scheduler
-from eat.schedulers.heuristics import TimingCache, free_candidates, make_scheduler, rewards_by_steps
+from eat.schedulers.heuristics import TimingCache, dispatch_table, make_scheduler
 from eat.sim.simulator import Dispatch, Simulator
 from eat.sim.workload import Task, sample_future_tasks
 
@@ -43,13 +44,7 @@ FUTURE_ID_OFFSET = 1_000_000
 def best_dispatches(sim: Simulator, count: int, cache: TimingCache) -> list[Dispatch]:
     """The ``count`` dispatches with the highest immediate reward (ties: lower task id,
     fewer servers, fewer steps, as :class:`~eat.schedulers.heuristics.GreedyScheduler`)."""
-    scored = []
-    for task in sim.dispatchable():
-        for gang, timing in free_candidates(sim, task, cache):
-            for steps, reward in rewards_by_steps(sim, task, timing):
-                scored.append((-reward, task.task_id, len(gang), steps, gang))
-    scored.sort()
-    return [Dispatch(task_id, steps, gang) for _, task_id, _, steps, gang in scored[:count]]
+    return dispatch_table(sim, sim.dispatchable(), cache).ranked(count)
 
 
 class RolloutScheduler(Scheduler):
@@ -101,6 +96,8 @@ class RolloutScheduler(Scheduler):
         seed of the continuation's noise and base decisions) per sample."""
         draws = []
         remaining = len(sim.tasks) - sim.n_arrived
+        if self.search.future_tasks is not None:
+            remaining = min(remaining, self.search.future_tasks)
         for _ in range(self.search.samples):
             seed = int(self.rng.integers(2**63))
             if self.clairvoyant:

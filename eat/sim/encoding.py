@@ -41,26 +41,40 @@ slot (one-hot over the model slots).
 
 Server token columns: 0-2 type, 3 present, 4 remaining busy time / tau, 5 speed / the
 fastest server's, 6 memory / the largest model's footprint, 7 free now, 8 size of its
-warm group / the largest allowed gang size, 9 whole warm group free, 10-12 zero, then
-per model slot 1 if it serves that slot's model warm (resident, or in a warm group).
+warm group / the largest allowed gang size, 9 whole warm group free, 10-12 its site
+(zero without a topology: every server in one site): 10 free servers of its site / the
+largest allowed gang size (the largest gang that stays within the site), 11 servers of
+its site / the largest allowed gang size, 12 its site's index / the number of sites
+(which servers share a site); then per model slot 1 if it serves that slot's model warm
+(resident, or in a warm group).
+
+``server_tokens: per_group`` pools the servers of one GPU type at one site into one
+token (the *groups*, in order of their first server), for clusters of a thousand
+servers: 4 mean remaining busy time of its servers / tau, 5 speed, 6 memory, 7 share of
+its servers free, 8 its servers / the largest allowed gang size, 9 zero, 10-12 its
+site as above, then per model slot the share of its servers holding that slot's model.
 
 Global token columns: 0-2 type, 3 present, 4 current time / tau (time since the
 episode start), 5 queue length / window, 6 share of the episode's tasks not yet
-arrived, 7 free servers / servers.
+arrived, 7 free servers / servers, 8 how much slower the link between sites is than the
+link within a site, ``1 - inter-site bandwidth / intra-site bandwidth`` (zero without a
+topology).
 
-Action (a Box in [-1, 1]^(3 + window + servers)), aligned with the tokens:
+Action (a Box in [-1, 1]^(3 + window + server tokens)), aligned with the tokens:
 ``a[0]`` dispatch if > 0 else wait for the next event; ``a[1]`` steps, mapped
 linearly from [-1, 1] to [min_steps, max_steps] and rounded (a task with its own steps,
 a trace's request, runs with those whatever ``a[1]`` says); ``a[2]`` gang size
 (edge), mapped to an index of ``allowed_gang_sizes``; ``a[3 : 3 + window]`` one
-score per task slot; ``a[3 + window :]`` one score per server.
+score per task slot; ``a[3 + window :]`` one score per server (per group with
+``per_group``).
 
 Decoding never produces an invalid dispatch, and its handling of invalid choices
 is part of the interface: the task is the highest-scoring *dispatchable* task slot
 (masked slots are ignored); a gang size that cannot start now becomes the largest
 feasible size below it (or the smallest feasible one); the servers are the
-highest-scoring free servers that can hold the model (ties: lower id); a wait when
-no event is pending (nothing could ever change) is executed as a dispatch.
+highest-scoring free servers that can hold the model (ties: lower id; ``per_group``:
+a server scores its group's score, ties: holding the model first, then lower id); a
+wait when no event is pending (nothing could ever change) is executed as a dispatch.
 ``info["action_mask"]`` marks the slots whose values matter now (the steps value does
 not when every visible task has its own steps).
 """
@@ -69,6 +83,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from eat.sim.bitmask import ids_of
 from eat.sim.simulator import Dispatch, Simulator
 
 N_FEATURES = 13
@@ -86,6 +101,15 @@ def slot_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
 
 
+def server_token_count(sim: Simulator) -> int:
+    """Server tokens of ``sim``'s observation: one per server, or with ``per_group`` one
+    per (site, GPU type) group; known without building an encoder, so a scheduler can
+    refuse a simulator before reading it."""
+    if sim.preset.server_tokens != "per_group":
+        return sim.n_servers
+    return len({(site, spec[0]) for spec, site in zip(sim.server_specs, sim.server_sites, strict=True)})
+
+
 class Encoder:
     """Builds observations and masks, and decodes actions, for one preset.
 
@@ -97,6 +121,10 @@ class Encoder:
         preset = sim.preset
         self.window = preset.queue_window
         self.n_servers = sim.n_servers
+        self.pooled = preset.server_tokens == "per_group"
+        self._index_groups()
+        self.n_server_tokens = self.n_groups if self.pooled else self.n_servers
+        """Server tokens (and server scores of the action): servers, or groups."""
         self.models = list(preset.models)
         self.model_slots = preset.model_slots if model_slots is None else model_slots
         if len(self.models) > self.model_slots:
@@ -108,8 +136,8 @@ class Encoder:
         """Model name -> its slot (0-based; column ``N_FEATURES + slot``)."""
         self.assign_slots(None)
         self.n_features = N_FEATURES + self.model_slots
-        self.n_tokens = self.window + self.n_servers + 1
-        self.action_size = N_GLOBAL_ACTIONS + self.window + self.n_servers
+        self.n_tokens = self.window + self.n_server_tokens + 1
+        self.action_size = N_GLOBAL_ACTIONS + self.window + self.n_server_tokens
         self.tau = sim.latency_scale()
         """The unit of every time column (s): the preset's latency scale."""
         largest = max(r for mix in preset.workload.models.values() for r in mix.resolutions)
@@ -118,6 +146,37 @@ class Encoder:
         self.memory_unit = max(spec.memory_gb for spec in preset.models.values())
         self.gang_unit = float(max(sim.allowed_gang_sizes))
         self._nominal_cache: dict[tuple[str, int, int | None], float] = {}
+        topology = preset.topology
+        self.topology = topology is not None
+        self.link_slowdown = (
+            0.0
+            if topology is None
+            else 1.0 - topology.inter_site.bandwidth_gbps / preset.network.bandwidth_gbps
+        )
+        """Global column 8: how much slower the link between sites is (0: one site)."""
+
+    def _index_groups(self) -> None:
+        """The groups of ``per_group`` (servers of one GPU type at one site, in order of
+        their first server), and per server its group."""
+        sim = self.sim
+        index: dict[tuple[int, str], int] = {}
+        self.group_of = np.zeros(sim.n_servers, dtype=np.int64)
+        """Server id -> its group."""
+        for server_id, ((gpu, _, _), site) in enumerate(
+            zip(sim.server_specs, sim.server_sites, strict=True)
+        ):
+            self.group_of[server_id] = index.setdefault((site, gpu), len(index))
+        self.n_groups = len(index)
+        self.group_sites = np.array([site for site, _ in index], dtype=np.int64)
+        self.group_sizes = np.bincount(self.group_of, minlength=self.n_groups).astype(np.float64)
+        first = {}
+        for server_id, group in enumerate(self.group_of.tolist()):
+            first.setdefault(group, server_id)
+        self.group_first = [first[group] for group in range(self.n_groups)]
+        """A member of each group (its speed and memory are the group's)."""
+        self.site_sizes = np.bincount(
+            np.asarray(sim.server_sites, dtype=np.int64), minlength=sim.n_sites
+        ).astype(np.float64)
 
     def assign_slots(self, rng: np.random.Generator | None) -> None:
         """The identity slot assignment (``rng`` None: the ``i``-th model of the preset in
@@ -157,8 +216,29 @@ class Encoder:
             token[11] = self._nominal(task.model, task.resolution, task.steps) / tau
             token[12] = row / self.window
             token[N_FEATURES + self.slot_of[task.model]] = 1.0
+        if self.pooled:
+            self._observe_groups(obs[self.window : self.window + self.n_groups])
+        else:
+            self._observe_servers(obs)
+        token = obs[-1]
+        token[TYPE_GLOBAL] = 1.0
+        token[3] = 1.0
+        token[4] = now / tau
+        token[5] = len(sim.queue) / self.window
+        total = max(1, len(sim.tasks))
+        token[6] = (total - sim.n_arrived) / total
+        token[7] = sim.n_free / self.n_servers
+        token[8] = self.link_slowdown
+        return obs
+
+    def _observe_servers(self, obs: np.ndarray) -> None:
+        """One token per server (``per_server``)."""
+        sim, tau, now = self.sim, self.tau, self.sim.now
         base = self.window
         placement = sim.placement
+        if self.topology:
+            site_free = self._site_free()
+            n_sites = float(sim.n_sites)
         for server in sim.servers:
             token = obs[base + server.server_id]
             token[TYPE_SERVER] = 1.0
@@ -171,17 +251,51 @@ class Encoder:
             view = placement.view(server)
             token[8] = view.group_size / self.gang_unit
             token[9] = float(view.group_free)
+            if self.topology:
+                token[10] = site_free[server.site] / self.gang_unit
+                token[11] = self.site_sizes[server.site] / self.gang_unit
+                token[12] = server.site / n_sites
             for model in view.resident:
                 token[N_FEATURES + self.slot_of[model]] = 1.0
-        token = obs[-1]
-        token[TYPE_GLOBAL] = 1.0
-        token[3] = 1.0
-        token[4] = now / tau
-        token[5] = len(sim.queue) / self.window
-        total = max(1, len(sim.tasks))
-        token[6] = (total - sim.n_arrived) / total
-        token[7] = sim.n_free / self.n_servers
-        return obs
+
+    def _free_flags(self) -> np.ndarray:
+        return _flags(self.sim.free_mask, self.n_servers)
+
+    def _site_free(self) -> np.ndarray:
+        sites = np.asarray(self.sim.server_sites, dtype=np.int64)
+        return np.bincount(sites, weights=self._free_flags(), minlength=self.sim.n_sites)
+
+    def _observe_groups(self, tokens: np.ndarray) -> None:
+        """One token per group of servers of one GPU type at one site (``per_group``),
+        from the simulator's masks and one pass over the busy servers."""
+        sim, tau, now = self.sim, self.tau, self.sim.now
+        free = self._free_flags()
+        remaining = np.zeros(self.n_servers)
+        for server_id in ids_of(~sim.free_mask & ((1 << self.n_servers) - 1)):
+            remaining[server_id] = max(0.0, sim.servers[server_id].busy_until - now) / tau
+        sizes = self.group_sizes
+        tokens[:, TYPE_SERVER] = 1.0
+        tokens[:, 3] = 1.0
+        tokens[:, 4] = (
+            np.bincount(self.group_of, weights=remaining, minlength=self.n_groups) / sizes
+        )
+        first = self.group_first
+        tokens[:, 5] = [sim.servers[i].speed / self.speed_unit for i in first]
+        tokens[:, 6] = [sim.servers[i].memory_gb / self.memory_unit for i in first]
+        tokens[:, 7] = np.bincount(self.group_of, weights=free, minlength=self.n_groups) / sizes
+        tokens[:, 8] = sizes / self.gang_unit
+        if self.topology:
+            site_free = np.bincount(
+                np.asarray(sim.server_sites, dtype=np.int64), weights=free, minlength=sim.n_sites
+            )
+            tokens[:, 10] = site_free[self.group_sites] / self.gang_unit
+            tokens[:, 11] = self.site_sizes[self.group_sites] / self.gang_unit
+            tokens[:, 12] = self.group_sites / float(sim.n_sites)
+        for model, column in self.slot_of.items():
+            holders = _flags(sim.resident_masks[model], self.n_servers)
+            tokens[:, N_FEATURES + column] = (
+                np.bincount(self.group_of, weights=holders, minlength=self.n_groups) / sizes
+            )
 
     def action_mask(self) -> np.ndarray:
         sim = self.sim
@@ -195,8 +309,14 @@ class Encoder:
             mask[N_GLOBAL_ACTIONS + row] = sim.can_dispatch(task)
         if sim.placement.scheduler_places:
             base = N_GLOBAL_ACTIONS + self.window
-            for server in sim.servers:
-                mask[base + server.server_id] = server.task_id is None
+            if self.pooled:
+                free = np.bincount(
+                    self.group_of, weights=self._free_flags(), minlength=self.n_groups
+                )
+                mask[base : base + self.n_groups] = free > 0
+            else:
+                for server in sim.servers:
+                    mask[base + server.server_id] = server.task_id is None
         return mask
 
     # ------------------------------------------------------------------ action
@@ -234,9 +354,20 @@ class Encoder:
         smaller = [size for size in feasible if size <= requested]
         size = max(smaller) if smaller else min(feasible)
         base = N_GLOBAL_ACTIONS + self.window
+        if self.pooled:
+            resident = sim.resident_masks[best_task.model]
+            group_of = self.group_of
 
-        def top_scores(free: list[int], count: int) -> list[int]:
-            return sorted(free, key=lambda i: (-action[base + i], i))[:count]
+            def top_scores(free: list[int], count: int) -> list[int]:
+                return sorted(
+                    free,
+                    key=lambda i: (-action[base + group_of[i]], not resident >> i & 1, i),
+                )[:count]
+
+        else:
+
+            def top_scores(free: list[int], count: int) -> list[int]:
+                return sorted(free, key=lambda i: (-action[base + i], i))[:count]
 
         servers = sim.placement.choose_servers(best_task, size, top_scores)
         assert servers is not None  # size is feasible now
@@ -244,7 +375,10 @@ class Encoder:
 
     def encode(self, dispatch: Dispatch | None) -> np.ndarray:
         """An action that decodes to ``dispatch`` (None: wait). Used to express
-        heuristic decisions as actions, e.g. for demonstrations or tests."""
+        heuristic decisions as actions, e.g. for demonstrations or tests. With
+        ``per_group`` it scores the dispatch's groups: it decodes to the same task, steps
+        and gang size, on servers of those groups (holding the model first), not
+        necessarily the same servers."""
         sim = self.sim
         action = np.full(self.action_size, -1.0, dtype=np.float32)
         if dispatch is None:
@@ -262,5 +396,12 @@ class Encoder:
             action[ACTION_GANG] = 2.0 * (index + 0.5) / len(sizes) - 1.0
             base = N_GLOBAL_ACTIONS + self.window
             for server_id in dispatch.servers:
-                action[base + server_id] = 1.0
+                slot = int(self.group_of[server_id]) if self.pooled else server_id
+                action[base + slot] = 1.0
         return action
+
+
+def _flags(mask: int, n_servers: int) -> np.ndarray:
+    """A mask as a float array of 0/1 per server."""
+    raw = np.frombuffer(mask.to_bytes((n_servers + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:n_servers].astype(np.float64)

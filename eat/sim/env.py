@@ -35,8 +35,10 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Action Space
     ``Box(-1, 1, (3 + queue_window + n_servers,), float32)``: dispatch-or-wait gate,
-    steps, gang size, one score per task slot, one score per server. The decoding and
-    the meaning of invalid choices are documented in :mod:`eat.sim.encoding`.
+    steps, gang size, one score per task slot, one score per server (with
+    ``server_tokens: per_group``, one per group of servers of one GPU type at one site,
+    and ``n_groups`` in place of ``n_servers`` here and below). The decoding and the
+    meaning of invalid choices are documented in :mod:`eat.sim.encoding`.
 
     ## Observation Space
     ``Box(-10, 1e6, (queue_window + n_servers + 1, 13 + model_slots), float32)``: one
@@ -71,12 +73,19 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     | server | 7 | free now | flag | {0, 1} |
     | server | 8 | size of its warm group (rules with groups) | G | [0, 1] |
     | server | 9 | its whole warm group is free | flag | {0, 1} |
-    | server | 10-12 | zero | - | {0} |
+    | server | 10 | free servers of its site (0 without a topology) | G | [0, inf) |
+    | server | 11 | servers of its site (0 without a topology) | G | [0, inf) |
+    | server | 12 | its site's index / sites (0 without a topology) | share | [0, 1) |
     | server | 13+ | slots of the models it serves warm | flags | {0, 1} |
     | global | 4 | time since the episode start | tau | [0, inf) |
     | global | 5 | queue length / window | share | [0, inf) |
     | global | 6 | share of the episode's tasks not yet arrived | share | [0, 1] |
     | global | 7 | free servers / servers | share | [0, 1] |
+    | global | 8 | 1 - inter-site / intra-site bandwidth (0 without a topology) | share | [0, 1) |
+
+    With ``server_tokens: per_group`` a server token pools a group: column 4 is the
+    mean remaining busy time of its servers, 7 the share of them free, 8 their number
+    / G, 9 zero, 13+ the share of them holding each slot's model (:mod:`eat.sim.encoding`).
 
     ## Rewards
     On a dispatch: ``min(cap, scale / (avg_wait + duration + wait)) + w_q * q(steps)
@@ -105,7 +114,7 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
     ``time_limit_s`` (paper: 1024 s), or ``max_episode_steps`` of the registration.
 
     ## Arguments
-    ``preset`` ("paper", "edge" or a :class:`PresetConfig`), ``rate`` (tasks/s, or a
+    ``preset`` ("paper", "edge", "metro" or a :class:`PresetConfig`), ``rate`` (tasks/s, or a
     sequence to draw one per episode), ``params_path`` (defaults to the repository's
     ``params.yaml``), ``slot_assignment`` (``"identity"``, the default and what the
     evaluation's schedulers see, or ``"permuted"``, for training: every slot is trained
@@ -117,7 +126,10 @@ class EdgeClusterEnv(gym.Env[np.ndarray, np.ndarray]):
       ``slot_assignment="permuted"`` draws a model-to-slot assignment per episode. A
       task with its own steps (a trace's request) runs with them whatever the action's
       steps value, its nominal time (task column 11) is at those steps, and the steps
-      slot is masked when every visible task has its own.
+      slot is masked when every visible task has its own. With sites, server columns
+      10-12 and global column 8 describe the topology; they are zero without one, so
+      presets without a topology observe exactly what they did, and
+      ``server_tokens: per_group`` (off unless a preset sets it) pools the server tokens.
     - v2: every observation column is relative to the cluster and workload (the
       preset's latency scale instead of ``time_scale_s``; pixels, speed, memory and gang
       sizes relative to the largest of the preset), so a policy reads clusters, models

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from eat.params import RewardConfig
 
 
@@ -76,3 +78,37 @@ def rewards_over_steps(
             reward -= penalty
         rewards.append((count, reward))
     return rewards
+
+
+def reward_table(
+    config: RewardConfig,
+    quality: Sequence[float],
+    steps: range,
+    *,
+    wait: np.ndarray,
+    avg_wait: np.ndarray,
+    now: float,
+    deadline: np.ndarray,
+    setup_s: np.ndarray,
+    step_s: np.ndarray,
+    tail_s: np.ndarray,
+) -> np.ndarray:
+    """:func:`rewards_over_steps` of many dispatches at once: row ``r`` is a task (its
+    ``wait``, ``avg_wait`` and ``deadline``) on a gang (its ``setup_s``, ``step_s`` and
+    ``tail_s``), column ``c`` the ``steps[c]`` steps; every entry is the float
+    :func:`dispatch_reward` gives (numpy's float64 arithmetic in the same order), so a
+    scheduler that ranks a thousand dispatches decides as one that ranks them one by
+    one."""
+    counts = np.arange(steps.start, steps.stop, steps.step, dtype=np.float64)[None, :]
+    q = np.asarray(quality, dtype=np.float64)[steps.start : steps.stop : steps.step][None, :]
+    setup, step, tail = setup_s[:, None], step_s[:, None], tail_s[:, None]
+    if config.objective == "slo":
+        missed = now + setup + counts * step + tail > deadline[:, None]
+        met = np.where(missed, 0.0, config.slo_met_reward)
+        return met + config.slo_quality_weight * q
+    duration = setup + counts * step + tail
+    total = avg_wait[:, None] + duration + wait[:, None]
+    reward = np.minimum(config.latency_cap, config.latency_scale / np.maximum(total, 1e-9))
+    reward = reward + config.quality_weight * q
+    missed = now + duration > deadline[:, None]
+    return np.where(missed, reward - config.deadline_penalty, reward)

@@ -14,6 +14,13 @@ use and which of them are warm; ``paper`` keeps the EAT reference's warm groups,
 starts together, pays the largest cold start of its members, computes at the pace of
 its slowest member plus the per-step exchange, then decodes and returns the image.
 
+With a ``topology`` the servers belong to sites (consecutive id ranges); a gang whose
+members are in two or more sites exchanges over the link between sites
+(``cross_site`` of :meth:`~eat.latency.LatencyModel.gang_timing`). Who is free, which
+models each server holds and which servers share a site or a speed are kept as bit
+masks as well (:mod:`eat.sim.bitmask`), so that the placement rule answers its
+questions at a cost that grows with the groups it touches, not with the cluster.
+
 Reward of a dispatch (0 for waiting): :func:`eat.sim.reward.dispatch_reward`.
 """
 
@@ -31,10 +38,11 @@ import pandas as pd
 
 from eat.latency import GangTiming, LatencyModel, SimTime, build_latency_model
 from eat.params import PresetConfig
+from eat.sim.bitmask import mask_of
 from eat.sim.errors import SimulationError
 from eat.sim.placement import PLACEMENTS, Placement
 from eat.sim.quality import QualityCurve
-from eat.sim.records import RECORD_COLUMNS, SEGMENT_COLUMNS, segments, task_record
+from eat.sim.records import RECORD_COLUMNS, SEGMENT_COLUMNS, RecordFile, segments, task_record
 from eat.sim.reward import dispatch_reward
 from eat.sim.workload import Task
 
@@ -56,7 +64,7 @@ EVENT_WAKEUP = "wakeup"
 SERVER_DOWN = -1
 
 
-@dataclass
+@dataclass(slots=True)
 class Server:
     server_id: int
     gpu: str
@@ -68,6 +76,8 @@ class Server:
     task_id: int | None = None
     group: int | None = None
     """Id of the warm group this server belongs to (``ReferenceGroups``)."""
+    site: int = 0
+    """The site it belongs to (0 without a topology)."""
 
     @property
     def free(self) -> bool:
@@ -121,7 +131,49 @@ class Simulator:
             self.server_specs += [(group.gpu, rating.speed, rating.memory_gb)] * group.count
         self.n_servers = len(self.server_specs)
         self._noise_cv = preset.latency_noise_cv
+        self._index_servers()
+        self._standalone: dict[tuple[str, int, int | None, int], float] = {}
         self._clear([], None)
+
+    def _index_servers(self) -> None:
+        """What never changes during an episode: each server's site, and the masks of the
+        servers of each site, speed and model they can hold."""
+        topology = self.preset.topology
+        sizes = [self.n_servers] if topology is None else topology.site_sizes
+        self.server_sites: list[int] = [
+            site for site, size in enumerate(sizes) for _ in range(size)
+        ]
+        self.n_sites = len(sizes)
+        self.site_masks: list[int] = [0] * self.n_sites
+        for server_id, site in enumerate(self.server_sites):
+            self.site_masks[site] |= 1 << server_id
+        speeds = sorted({speed for _, speed, _ in self.server_specs}, reverse=True)
+        self.speed_classes: list[int] = [
+            mask_of(i for i, (_, speed, _) in enumerate(self.server_specs) if speed == value)
+            for value in speeds
+        ]
+        """Masks of the servers of equal speed, fastest first."""
+        self.speed_class_single_type: list[bool] = [
+            len({self.server_specs[i][0] for i in range(self.n_servers) if mask >> i & 1}) == 1
+            for mask in self.speed_classes
+        ]
+        """Whether each speed class holds one GPU type (two types of equal speed are rare)."""
+        self.site_speed_parts: list[list[tuple[int, int]]] = [
+            [
+                (index, site_mask & speed_class)
+                for index, speed_class in enumerate(self.speed_classes)
+                if site_mask & speed_class
+            ]
+            for site_mask in self.site_masks
+        ]
+        """Per site, its servers of each speed class present there: (class index, mask)."""
+        self.capable_masks: dict[str, int] = {
+            model: mask_of(
+                i for i, (_, _, memory) in enumerate(self.server_specs) if memory >= spec.memory_gb
+            )
+            for model, spec in self.preset.models.items()
+        }
+        """Model -> the servers whose memory can hold it."""
 
     # ------------------------------------------------------------------ set-up
     def reset(
@@ -130,24 +182,36 @@ class Simulator:
         rng: np.random.Generator | None,
         *,
         arrival_rate: float | None = None,
+        records_to: RecordFile | None = None,
     ) -> None:
         """Start a new episode with ``tasks`` (arrivals in the future are events);
         ``rng`` draws the latency noise (None: the preset has none, ``latency_noise_cv``
         0, as for a live shadow that predicts expected timings). ``arrival_rate`` is the
         rate of the workload process the tasks were drawn from, for schedulers that model
-        the workload (None: unknown, as on a live system)."""
+        the workload (None: unknown, as on a live system). ``records_to`` streams the
+        task records and segments to files as they are made (``records`` then holds the
+        last unwritten ones; :meth:`records_frame` reads them all back)."""
         self._clear(tasks, rng)
         self.arrival_rate = arrival_rate
+        self.record_file = records_to
+        if records_to is not None:
+            records_to.start()
 
     def _clear(self, tasks: list[Task], rng: np.random.Generator | None) -> None:
         self.now: SimTime = 0.0
         self.rng = rng
         self.arrival_rate: float | None = None
         self.servers = [
-            Server(i, gpu, speed, memory)
-            for i, (gpu, speed, memory) in enumerate(self.server_specs)
+            Server(i, gpu, speed, memory, site=site)
+            for i, ((gpu, speed, memory), site) in enumerate(
+                zip(self.server_specs, self.server_sites, strict=True)
+            )
         ]
         self.n_free = self.n_servers
+        self.free_mask = (1 << self.n_servers) - 1
+        """The free servers (mask)."""
+        self.resident_masks: dict[str, int] = dict.fromkeys(self.preset.models, 0)
+        """Model -> the servers holding it (mask; ``Server.resident`` keeps the LRU order)."""
         self.queue: list[Task] = []
         self.tasks = {task.task_id: task for task in tasks}
         if len(self.tasks) != len(tasks):
@@ -160,6 +224,10 @@ class Simulator:
         self.placement.reset()
         self.records: list[tuple] = []
         self.segments: list[tuple] = []
+        self.n_records = 0
+        """Task records made this episode (streamed to a file or not)."""
+        self._horizon: SimTime = 0.0
+        self.record_file: RecordFile | None = None
         self.n_completed = 0
         self.n_arrived = 0
         for task in sorted(tasks, key=lambda t: (t.arrival, t.task_id)):
@@ -202,13 +270,24 @@ class Simulator:
         pending events, the placement rule's state and the noise generator. Whatever
         happens in the fork never touches this simulator; driven with the same
         decisions, it produces the same records. ``records=False`` starts the fork's
-        records and segments empty (planners only need the rewards)."""
+        records and segments empty (planners only need the rewards); a simulator that
+        streams its records to a file forks only that way."""
+        if records and self.record_file is not None:
+            raise SimulationError(
+                "this simulator streams its records to a file: fork(records=False)"
+            )
         fork = object.__new__(Simulator)
         # what never changes during an episode is shared
         fork.preset, fork.quality, fork.latency = self.preset, self.quality, self.latency
         fork.allowed_gang_sizes, fork.server_specs = self.allowed_gang_sizes, self.server_specs
         fork.n_servers, fork._noise_cv = self.n_servers, self._noise_cv
+        fork.server_sites, fork.n_sites = self.server_sites, self.n_sites
+        fork.site_masks, fork.speed_classes = self.site_masks, self.speed_classes
+        fork.speed_class_single_type = self.speed_class_single_type
+        fork.site_speed_parts = self.site_speed_parts
+        fork.capable_masks, fork._standalone = self.capable_masks, self._standalone
         fork.now, fork.n_free, fork.arrival_rate = self.now, self.n_free, self.arrival_rate
+        fork.free_mask, fork.resident_masks = self.free_mask, dict(self.resident_masks)
         fork.rng = None if self.rng is None else copy.deepcopy(self.rng)
         fork.servers = [
             Server(
@@ -220,6 +299,7 @@ class Simulator:
                 s.busy_until,
                 s.task_id,
                 s.group,
+                s.site,
             )
             for s in self.servers
         ]
@@ -230,6 +310,9 @@ class Simulator:
         fork._running = dict(self._running)
         fork.records = list(self.records) if records else []
         fork.segments = list(self.segments) if records else []
+        fork.n_records = len(fork.records)
+        fork._horizon = max((record[9] for record in fork.records), default=0.0)
+        fork.record_file = None
         fork.n_completed, fork.n_arrived = self.n_completed, self.n_arrived
         fork.placement = type(self.placement)(fork)
         fork.placement.copy_state(self.placement)
@@ -245,7 +328,9 @@ class Simulator:
         """Forget the tasks that have not arrived and expect ``tasks`` instead (a planner
         samples them from the workload process); their arrivals must not be in the past
         and their ids must be new."""
-        pending = {task.task_id for task in self.future_arrivals()}
+        pending = [
+            cast(Task, event[4]).task_id for event in self._events if event[3] == EVENT_ARRIVAL
+        ]
         self._events = [event for event in self._events if event[3] != EVENT_ARRIVAL]
         heapq.heapify(self._events)
         for task_id in pending:
@@ -277,6 +362,7 @@ class Simulator:
         for server_id in outcome.servers:
             server = self.servers[server_id]
             server.task_id = None
+            self.free_mask |= 1 << server_id
         self.n_free += len(outcome.servers)
         self.n_completed += 1
 
@@ -329,6 +415,14 @@ class Simulator:
     def free_servers(self) -> list[int]:
         return [s.server_id for s in self.servers if s.task_id is None]
 
+    def cross_site(self, servers: tuple[int, ...] | list[int]) -> bool:
+        """The gang has members in two or more sites."""
+        if self.n_sites == 1:
+            return False
+        sites = self.server_sites
+        first = sites[servers[0]]
+        return any(sites[i] != first for i in servers)
+
     def feasible_gang_sizes(self, task: Task) -> list[int]:
         """Gang sizes this task could start with now."""
         return self.placement.feasible_gang_sizes(task)
@@ -371,8 +465,11 @@ class Simulator:
     def gang_timing(self, task: Task, servers: tuple[int, ...]) -> GangTiming:
         """Expected timing of ``task`` on ``servers`` given current residency."""
         gpus = [self.servers[i].gpu for i in servers]
+        warm = self.placement.warm(task, servers)
+        if self.n_sites == 1:
+            return self.latency.gang_timing(task.model, task.resolution, gpus, warm)
         return self.latency.gang_timing(
-            task.model, task.resolution, gpus, self.placement.warm(task, servers)
+            task.model, task.resolution, gpus, warm, self.cross_site(servers)
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -495,6 +592,7 @@ class Simulator:
         for server_id in servers:
             server = self.servers[server_id]
             server.task_id, server.busy_until = task.task_id, finish
+            self.free_mask &= ~(1 << server_id)
         self.n_free -= len(servers)
         self.placement.book(task, servers, timing)
 
@@ -520,6 +618,17 @@ class Simulator:
             )
         )
         self.segments.extend(segments(task, outcome.servers, outcome.start, outcome.finish, cold))
+        self.n_records += 1
+        if outcome.finish > self._horizon:
+            self._horizon = outcome.finish
+        if self.record_file is not None and len(self.records) >= self.record_file.flush_rows:
+            self.flush_records()
+
+    def flush_records(self) -> None:
+        """Write the records kept in memory to the record file, and forget them."""
+        if self.record_file is not None:
+            self.record_file.append(self.records, self.segments)
+            self.records, self.segments = [], []
 
     # ------------------------------------------------------------------ live driving
     # A real system (the testbed's controller, eat.testbed) mirrors its cluster in a
@@ -582,6 +691,7 @@ class Simulator:
         del self._running[task_id]
         for server_id in outcome.servers:
             self.servers[server_id].task_id = None
+            self.free_mask |= 1 << server_id
         self.n_free += len(outcome.servers)
         task = outcome.task
         position = 0
@@ -603,7 +713,10 @@ class Simulator:
                 "the server down"
             )
         server.task_id, server.busy_until = SERVER_DOWN, expected_back
+        for model in server.resident:
+            self.resident_masks[model] &= ~(1 << server_id)
         server.resident.clear()
+        self.free_mask &= ~(1 << server_id)
         self.n_free -= 1
 
     def set_server_up(self, server_id: int) -> None:
@@ -612,6 +725,7 @@ class Simulator:
         if server.task_id != SERVER_DOWN:
             raise SimulationError(f"server {server_id} is not down (task {server.task_id})")
         server.task_id, server.busy_until = None, self.now
+        self.free_mask |= 1 << server_id
         self.n_free += 1
 
     def set_residency(self, server_id: int, models: list[str]) -> None:
@@ -619,21 +733,33 @@ class Simulator:
         unknown = sorted(set(models) - set(self.preset.models))
         if unknown:
             raise SimulationError(f"server {server_id}: unknown models {unknown}")
+        bit = 1 << server_id
+        for model in self.resident_masks:
+            if model in models:
+                self.resident_masks[model] |= bit
+            else:
+                self.resident_masks[model] &= ~bit
         self.servers[server_id].resident = OrderedDict.fromkeys(models)
 
     # ------------------------------------------------------------------ results
     def records_frame(self) -> pd.DataFrame:
         """One row per dispatched task (columns: :data:`RECORD_COLUMNS`)."""
+        if self.record_file is not None:
+            self.flush_records()
+            return self.record_file.tasks_frame()
         return pd.DataFrame(self.records, columns=RECORD_COLUMNS)
 
     def segments_frame(self) -> pd.DataFrame:
         """One row per server per dispatched task (columns: :data:`SEGMENT_COLUMNS`)."""
+        if self.record_file is not None:
+            self.flush_records()
+            return self.record_file.segments_frame()
         return pd.DataFrame(self.segments, columns=SEGMENT_COLUMNS)
 
     @property
     def horizon(self) -> SimTime:
         """Time of the last completion so far."""
-        return max((record[9] for record in self.records), default=0.0)
+        return self._horizon
 
     def standalone_latency(
         self, model: str, resolution: int, gang_size: int | None, steps: int | None = None
@@ -643,19 +769,37 @@ class Simulator:
         task's own) or else the preset's ``reference_steps``."""
         if steps is None:
             steps = self.preset.workload.deadline.reference_steps
+        key = (model, resolution, gang_size, steps)
+        known = self._standalone.get(key)
+        if known is not None:
+            return known
         probe = Task(-1, 0.0, model, resolution, math.inf, gang_size)
-        capable = sorted(
-            (self.server_specs[i] for i in self.placement.capable(probe, free_only=False)),
-            key=lambda spec: -spec[1],
-        )
+        capable = self.placement.capable(probe, free_only=False)
+        # The fastest gang of a size is the fastest servers, or with sites the fastest
+        # servers of one site (a gang across sites exchanges over the slower link).
+        pools = [capable]
+        if self.n_sites > 1:
+            by_site: dict[int, list[int]] = {}
+            for server_id in capable:
+                by_site.setdefault(self.server_sites[server_id], []).append(server_id)
+            pools += [members for members in by_site.values() if len(members) > 1]
         best = math.inf
         for size in self.placement.gang_sizes(probe):
-            if size <= len(capable):
-                gpus = [gpu for gpu, _, _ in capable[:size]]
-                timing = self.latency.gang_timing(model, resolution, gpus, [True] * size)
+            for pool in pools:
+                if size > len(pool):
+                    continue
+                fastest = sorted(pool, key=lambda i: -self.server_specs[i][1])[:size]
+                gpus = [self.server_specs[i][0] for i in fastest]
+                if self.n_sites == 1:
+                    timing = self.latency.gang_timing(model, resolution, gpus, [True] * size)
+                else:
+                    timing = self.latency.gang_timing(
+                        model, resolution, gpus, [True] * size, self.cross_site(fastest)
+                    )
                 best = min(best, timing.duration(steps))
         if best == math.inf:
             raise SimulationError(f"no server of the cluster can hold {model!r}")
+        self._standalone[key] = best
         return best
 
     def latency_scale(self) -> SimTime:

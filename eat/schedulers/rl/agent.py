@@ -22,7 +22,7 @@ from eat.params import SACConfig
 from eat.schedulers.policy import PolicyScheduler
 from eat.schedulers.rl.actors import DiffusionActor, GaussianActor
 from eat.schedulers.rl.sac import build_actor
-from eat.sim.encoding import N_FEATURES
+from eat.sim.encoding import N_FEATURES, server_token_count
 from eat.sim.simulator import Simulator
 
 if TYPE_CHECKING:
@@ -119,7 +119,9 @@ class RLScheduler(PolicyScheduler):
         config = self.actor.encoder.config
         fixed_tokens = "n_tokens" in config  # the MLP encoder reads a flat vector
         n_models = len(sim.preset.models)
-        n_tokens = sim.preset.queue_window + sim.n_servers + 1
+        n_server_tokens = server_token_count(sim)
+        server_tokens = "server groups" if sim.preset.server_tokens == "per_group" else "servers"
+        n_tokens = sim.preset.queue_window + n_server_tokens + 1
         assert self.model_slots is not None  # set from the network in __init__
         fits = n_models <= self.model_slots and (
             not fixed_tokens or config["n_tokens"] == n_tokens
@@ -140,7 +142,7 @@ class RLScheduler(PolicyScheduler):
         return (
             f"scheduler {self.name!r} has {kind} trained{where} for {trained}; this "
             f"simulator has {n_models} model(s) and {n_tokens} tokens (window "
-            f"{sim.preset.queue_window} + {sim.n_servers} servers + 1). {advice}"
+            f"{sim.preset.queue_window} + {n_server_tokens} {server_tokens} + 1). {advice}"
         )
 
     def _deterministic_action(self, observation: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""Tests of the cluster at scale: sites and their links, the metro preset, pooled server
+tokens, and records streamed to disk."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eat.evaluation.runner import run_episode
+from eat.params import metro_preset
+from eat.schedulers import make_scheduler
+from eat.sim.encoding import Encoder, server_token_count
+from eat.sim.simulator import Simulator
+from eat.sim.workload import Task
+from tests.conftest import tweak
+
+SLOW_METRO = {"bandwidth_gbps": 0.01, "latency_s": 0.01}  # 80 Mb/s between sites
+
+
+def two_servers(edge, site_sizes: list[int] | None):
+    """Two identical GPUs, noiseless, in one site or (``[1, 1]``) in two sites."""
+    topology = None if site_sizes is None else {"site_sizes": site_sizes, "inter_site": SLOW_METRO}
+    return tweak(
+        edge,
+        servers=[{"gpu": "t4", "count": 2}],
+        topology=topology,
+        latency_noise_cv=0.0,
+        profile_latency={"stage_decision": None},
+        workload={"gang_sizes": []},
+    )
+
+
+def started(preset, task: Task) -> Simulator:
+    sim = Simulator(preset)
+    sim.reset([task], np.random.default_rng(0))
+    assert sim.advance()
+    return sim
+
+
+def big_task() -> Task:
+    return Task(0, 0.0, "sd15", 1024, math.inf, None)
+
+
+def duration(sim: Simulator, servers: list[int], steps: int = 25) -> float:
+    task = sim.window()[0]
+    return sim.gang_timing(task, tuple(servers)).duration(steps)
+
+
+def test_a_gang_across_sites_is_slower_than_one_gpu(edge, params):
+    """In one site two GPUs beat one; split over two sites by a slow link the same gang is
+    slower than one GPU, and greedy and eft see it (they pick one GPU)."""
+    one_site = started(two_servers(edge, [2]), big_task())
+    two_sites = started(two_servers(edge, [1, 1]), big_task())
+    assert duration(one_site, [0, 1]) < duration(one_site, [0])
+    assert duration(two_sites, [0, 1]) > duration(two_sites, [0])
+    assert two_sites.cross_site([0, 1]) and not one_site.cross_site([0, 1])
+    # the result leaves its site over the uplink too: one GPU pays more than without sites
+    no_sites = started(two_servers(edge, None), big_task())
+    assert duration(two_sites, [0]) > duration(no_sites, [0])
+    for name in ("greedy", "eft"):
+        for sim, size in ((one_site, 2), (two_sites, 1)):
+            scheduler = make_scheduler(name, params.schedulers)
+            scheduler.reset(sim, np.random.default_rng(0))
+            decision = scheduler.decide(sim)
+            assert decision is not None and len(decision.servers) == size, (name, size)
+
+
+def test_sites_in_the_observation(edge):
+    """Server columns 10-12 and global column 8 describe the sites, zero without them."""
+    for site_sizes in (None, [1, 1]):
+        sim = started(two_servers(edge, site_sizes), big_task())
+        obs = Encoder(sim).observe()
+        servers = obs[sim.preset.queue_window : sim.preset.queue_window + 2]
+        if site_sizes is None:
+            assert not servers[:, 10:13].any() and obs[-1, 8] == 0.0
+        else:
+            assert list(servers[:, 12]) == [0.0, 0.5]  # site index / sites
+            assert (servers[:, 11] > 0).all() and obs[-1, 8] > 0.0
+
+
+@pytest.fixture(scope="module")
+def metro(params):
+    return params.env.preset("metro")
+
+
+def test_metro_preset_shape(params, metro):
+    """About 1,000 GPUs in 100-300 sites of 1-8 mixed GPUs, several models, deadlines,
+    not in the default presets; smaller clusters of the same seed nest."""
+    sizes = metro.topology.site_sizes
+    assert metro.n_servers == params.env.metro.gpus == sum(sizes)
+    assert 100 <= len(sizes) <= 300 and max(sizes) <= 8
+    assert len({group.gpu for group in metro.servers}) >= 4
+    assert len(metro.models) >= 4 and metro.workload.deadline.mode != "none"
+    assert "metro" not in params.env.presets
+    small = metro_preset(params.env.metro, params.env.edge, gpus=64)
+    assert small.n_servers == 64
+    assert small.topology.site_sizes[:-1] == sizes[: len(small.topology.site_sizes) - 1]
+
+
+def test_pooled_tokens_read_the_cluster(metro, params):
+    """per_group: one token per (site, GPU type), far fewer than the servers; actions
+    decode to valid dispatches and encode back to the same task and gang size."""
+    sim = Simulator(metro)
+    tasks = [Task(i, 0.0, model, 512, math.inf, None) for i, model in enumerate(metro.models)]
+    sim.reset(tasks, np.random.default_rng(0))
+    assert sim.advance()
+    encoder = Encoder(sim)
+    assert encoder.n_server_tokens == server_token_count(sim) < sim.n_servers
+    obs = encoder.observe()
+    assert obs.shape == (encoder.n_tokens, encoder.n_features)
+    assert np.isfinite(obs).all()
+    mask = encoder.action_mask()
+    assert mask.shape == (encoder.action_size,) and mask.any()
+    greedy = make_scheduler("greedy", params.schedulers)
+    greedy.reset(sim, np.random.default_rng(0))
+    decision = greedy.decide(sim)
+    decoded = encoder.decode(encoder.encode(decision))
+    assert decoded is not None and decoded.task_id == decision.task_id
+    assert len(decoded.servers) == len(decision.servers)
+    groups = {int(encoder.group_of[i]) for i in decision.servers}
+    assert {int(encoder.group_of[i]) for i in decoded.servers} <= groups
+
+
+def test_streamed_records_equal_kept_ones(edge, params, tmp_path):
+    """Records streamed to disk read back equal to those kept in memory."""
+    scheduler = make_scheduler("greedy", params.schedulers)
+    kept = run_episode(edge, scheduler, 1.0, seed=3)
+    streamed = run_episode(edge, scheduler, 1.0, seed=3, records_dir=tmp_path)
+    pd.testing.assert_frame_equal(kept.tasks, streamed.tasks)
+    pd.testing.assert_frame_equal(kept.segments, streamed.segments)
+    assert kept.horizon == streamed.horizon
