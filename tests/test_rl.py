@@ -518,6 +518,7 @@ def test_rl_scheduler_decisions_are_valid_on_edge(params):
 
 def test_params_reject_unknown_and_untrained_agents():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["evaluate"]["optimum"] = None  # its schedulers must be among evaluate.schedulers
     raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "dqn"]
     with pytest.raises(
         ParamsError,
@@ -526,6 +527,7 @@ def test_params_reject_unknown_and_untrained_agents():
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["agents"] = ["eat"]
+    raw["evaluate"]["optimum"] = None
     raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "sac"]
     with pytest.raises(ParamsError, match=r"which train\.agents does not train"):
         validate_params(raw)

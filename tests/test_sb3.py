@@ -416,7 +416,8 @@ def test_decision_budget_is_eats_warm_start_and_sac_decisions(params, sb3_params
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["init"] = "scratch"
     raw["train"]["bc_weight"] = 0.0
-    assert decision_budget(validate_params(raw), "paper") == 2000  # warm-up included
+    scratch = decision_budget(validate_params(raw), "paper")
+    assert scratch == raw["train"]["total_steps"]["paper"]  # warm-up included
     quick = validate_params(
         load_params_with_overrides(REPO / "params.yaml", REPO / "params.quick.yaml")
     )

@@ -95,7 +95,8 @@ def test_bad_testbed_values_name_the_key(raw, change, pattern):
 
 
 def test_learned_testbed_schedulers_must_be_trained(raw):
-    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "fifo"]  # only the testbed asks for agents
+    raw["evaluate"]["optimum"] = None
+    raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "fifo"]  # only the testbed asks
     broken = copy.deepcopy(raw)
     broken["testbed"]["schedulers"] = ["eat"]
     broken["train"]["agents"] = ["sac"]

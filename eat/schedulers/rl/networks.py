@@ -108,7 +108,10 @@ class TokenLayout(NamedTuple):
         key = (self, str(device))
         if key not in _TYPE_IDS:
             ids = [TOKEN_TASK] * self.window + [TOKEN_SERVER] * self.servers + [TOKEN_GLOBAL]
-            _TYPE_IDS[key] = torch.tensor(ids, device=device)
+            # a normal tensor even when first asked for under inference_mode (a decision),
+            # so that training, which saves it for backward, can reuse it
+            with torch.inference_mode(False):
+                _TYPE_IDS[key] = torch.tensor(ids, device=device)
         return _TYPE_IDS[key]
 
 
