@@ -301,8 +301,8 @@ def speed_markdown(record: dict) -> str:
     machine = record.get("machine", {})
     verdict.append(
         f"- measured {record.get('measured_utc', '?')} on {machine.get('cpus', '?')} CPUs, "
-        f"load average {machine.get('load_average_1m_at_end', '?')} at the end (other work "
-        "shared the machine: timings are upper bounds)"
+        f"load average {machine.get('load_average_1m_at_end', '?')} at the end (above about "
+        "one per core, other work shared the machine and the timings are upper bounds)"
     )
     return "\n".join([*lines, "", *verdict])
 
