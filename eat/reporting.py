@@ -390,6 +390,14 @@ def _ordered(reports: Reports, names: Iterable[str]) -> list[str]:
     return [name for name in reports.schedulers if name in present]
 
 
+def _ordered_all(reports: Reports, names: Iterable[str]) -> list[str]:
+    """Every name of ``names``: those the repro evaluated in its order, then the rest
+    (SLO, decision-time and generalisation tables may hold ablation variants)."""
+    found = list(dict.fromkeys(names))
+    ordered = _ordered(reports, found)
+    return ordered + [name for name in found if name not in ordered]
+
+
 def _row(frame: pd.DataFrame, preset: str, scheduler: str, rate: float) -> pd.Series | None:
     match = frame[
         (frame["preset"] == preset)
@@ -958,8 +966,7 @@ def _section_slo(reports: Reports) -> list[str]:
     ]
     for preset in _presets(slo):
         part = slo[slo["preset"] == preset]
-        names = _ordered(reports, part["scheduler"])
-        names += [n for n in dict.fromkeys(part["scheduler"]) if n not in names]
+        names = _ordered_all(reports, part["scheduler"])
         by_scale = part[part["sweep"].isin(["scale", "both"])]
         scales = sorted(by_scale["slo_scale"].astype(float).unique())
         if scales:
@@ -1016,8 +1023,7 @@ def _section_decision_times(reports: Reports) -> list[str]:
     rows = []
     for preset in _presets(times):
         part = times[times["preset"] == preset]
-        names = _ordered(reports, part["scheduler"])
-        names += [n for n in dict.fromkeys(part["scheduler"]) if n not in names]
+        names = _ordered_all(reports, part["scheduler"])
         for name in names:
             chosen = part[part["scheduler"] == name]
             median = chosen.get("decision_ms_p50", chosen.get("decision_ms_mean"))
@@ -1094,8 +1100,7 @@ def _section_generalisation(reports: Reports) -> list[str]:
     ]
     for (preset, rate), part in frame.groupby(["preset", "rate"], sort=False):
         scenarios = list(dict.fromkeys(part["scenario"]))
-        names = _ordered(reports, part["scheduler"])
-        names += [n for n in dict.fromkeys(part["scheduler"]) if n not in names]
+        names = _ordered_all(reports, part["scheduler"])
         best = part.drop_duplicates("scenario").set_index("scenario")["best_heuristic"]
         lines += [f"### `{preset}` at {fmt_rate(rate)} tasks/s (scaled with the cluster)", ""]
         rows = []
