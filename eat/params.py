@@ -696,13 +696,24 @@ class RolloutSettings(_Strict):
     samples: PositiveInt
     """Continuations per candidate (the same sampled futures and noise for every
     candidate: common random numbers); their mean return scores it."""
-    horizon: PositiveInt
-    """Dispatches per continuation, the candidate's own included."""
+    horizon: PositiveInt | dict[PresetName, PositiveInt]
+    """Dispatches per continuation, the candidate's own included; one value, or one per
+    preset (a preset's loads decide how far ahead a decision pays off)."""
     future_tasks: PositiveInt | None
     """``rollout``: future arrivals sampled per continuation, at most (tasks; the next
     ones: a continuation of ``horizon`` dispatches rarely sees more); null: every task
     of the episode not arrived yet. An episode with fewer tasks left than this is
     planned as if there were no cap."""
+
+    def horizon_for(self, preset: str) -> int:
+        """The continuation length on ``preset``."""
+        if isinstance(self.horizon, int):
+            return self.horizon
+        if preset not in self.horizon:
+            raise ValueError(
+                f"horizon has no value for preset {preset!r}; it has {sorted(self.horizon)}"
+            )
+        return self.horizon[preset]
 
 
 class PlannersSection(_Strict):
@@ -1606,7 +1617,32 @@ class Params(_Strict):
             )
         self._cross_generalisation()
         self._cross_optimum()
+        self._cross_planners()
         return self
+
+    def _cross_planners(self) -> None:
+        """Every preset a planner runs on (evaluated, or taught by ``rollout``) has its
+        base heuristic and horizon."""
+        needs: dict[str, set[str]] = {}
+        for name in self.evaluate.schedulers:
+            if name in get_args(PlannerName):
+                needs.setdefault(name, set()).update(self.env.presets)
+        for preset, teacher in self.train.teacher.items():
+            if teacher == "rollout" and preset in self.train.presets:
+                needs.setdefault("rollout", set()).add(preset)
+        for name, presets in needs.items():
+            search: RolloutSettings = getattr(self.planners, name)
+            for preset in sorted(presets):
+                if preset not in search.base:
+                    raise ValueError(
+                        f"planners.{name}.base has no heuristic for preset {preset!r}; "
+                        f"it has {sorted(search.base)}"
+                    )
+                if isinstance(search.horizon, dict) and preset not in search.horizon:
+                    raise ValueError(
+                        f"planners.{name}.horizon has no value for preset {preset!r}; "
+                        f"it has {sorted(search.horizon)}"
+                    )
 
     def _cross_optimum(self) -> None:
         spec = self.evaluate.optimum

@@ -87,6 +87,14 @@ def test_missing_key(raw):
             r"n_seeds \(\d+\) exceeds the \d+ seeds in seeds.test",
         ),
         (lambda r: r["env"]["edge"].__setitem__("min_steps", 40), r"max_steps \(30\) < min_steps"),
+        (
+            lambda r: r["planners"]["rollout"].__setitem__("horizon", {"paper": 16}),
+            r"planners\.rollout\.horizon has no value for preset 'edge'; it has \['paper'\]",
+        ),
+        (
+            lambda r: r["planners"]["clairvoyant"].__setitem__("base", {"edge": "greedy"}),
+            r"planners\.clairvoyant\.base has no heuristic for preset 'paper'",
+        ),
     ],
 )
 def test_cross_field_rules(raw, change, pattern):

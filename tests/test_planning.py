@@ -189,7 +189,7 @@ def test_rollout_never_sees_the_real_future(params, edge0):
     with pytest.raises(ValueError, match="arrival rate"):
         blind = sim.fork()
         blind.arrival_rate = None
-        RolloutScheduler(params.schedulers, params.planners.rollout, "greedy").reset(
+        RolloutScheduler(params.schedulers, params.planners.rollout, "greedy", 8).reset(
             blind, np.random.default_rng(0)
         )
 
@@ -204,3 +204,14 @@ def test_simulate_is_run_episode_without_frames(params):
         sim, make_scheduler("eft", params.schedulers), tasks, noise_rng, scheduler_rng("eft", 1000)
     )
     assert result.tasks.equals(sim.records_frame())
+
+
+def test_the_horizon_is_resolved_per_preset(params):
+    search = params.planners.rollout.model_copy(update={"horizon": {"paper": 16, "edge": 3}})
+    planners = params.model_copy(
+        update={"planners": params.planners.model_copy(update={"rollout": search})}
+    )
+    assert make_planner("rollout", planners, "edge").horizon == 3
+    assert make_planner("rollout", planners, "paper").horizon == 16
+    with pytest.raises(ValueError, match="horizon has no value for preset 'metro'"):
+        make_planner("rollout", planners, "metro")

@@ -57,12 +57,16 @@ class RolloutScheduler(Scheduler):
         settings: SchedulerSettings,
         search: RolloutSettings,
         base: str,
+        horizon: int,
         *,
         clairvoyant: bool = False,
         name: str | None = None,
     ) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1 dispatch, got {horizon}")
         self.settings = settings
         self.search = search
+        self.horizon = horizon
         self.clairvoyant = clairvoyant
         if name is not None:
             self.name = name  # type: ignore[misc]  # the clairvoyant variant's own name
@@ -136,7 +140,7 @@ class RolloutScheduler(Scheduler):
             total += fork.dispatch(first).reward
             dispatches += 1
             ongoing = fork.advance()
-        while ongoing and dispatches < self.search.horizon:
+        while ongoing and dispatches < self.horizon:
             decision = self.continuation.decide(fork)
             if decision is None:
                 ongoing = fork.wait()
@@ -173,5 +177,10 @@ def make_planner(name: str, params: Params, preset: str) -> RolloutScheduler:
             f"planners.{name}.base has no heuristic for preset {preset!r}; it has {sorted(search.base)}"
         )
     return RolloutScheduler(
-        params.schedulers, search, search.base[preset], clairvoyant=name == "clairvoyant", name=name
+        params.schedulers,
+        search,
+        search.base[preset],
+        search.horizon_for(preset),
+        clairvoyant=name == "clairvoyant",
+        name=name,
     )

@@ -251,8 +251,13 @@ def make_teacher(spec: RunSpec) -> Scheduler | None:
 
         if spec.teacher_search is None:
             raise ValueError(f"{spec.run_name}: teacher 'rollout' needs its search settings")
-        base = spec.teacher_search.base[spec.preset_name]
-        return RolloutScheduler(spec.settings, spec.teacher_search, base)
+        search = spec.teacher_search
+        return RolloutScheduler(
+            spec.settings,
+            search,
+            search.base[spec.preset_name],
+            search.horizon_for(spec.preset_name),
+        )
     return make_scheduler(spec.teacher, spec.settings)
 
 
