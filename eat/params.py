@@ -988,6 +988,45 @@ class ExactSettings(_Strict):
         return self
 
 
+class ScaleEvaluation(_Strict):
+    """Does a scheduler's advantage on a small preset hold on a thousand GPUs? The large
+    preset's episodes (``eat.evaluation.scale``), compared with the small preset's
+    episodes of the same evaluation."""
+
+    preset: Literal["metro"]
+    """The large preset evaluated (generated from ``env.metro``)."""
+    versus: PresetName
+    """The small preset of ``env.presets`` it is compared with; learned agents run from
+    their models trained on it (the attention encoder reads the large preset's pooled
+    tokens)."""
+    schedulers: list[SchedulerName] = Field(min_length=1)
+    """Heuristics and learned agents run on the large preset at every rate of
+    ``evaluate.rates.<preset>``; ``first_fit``, whose reward the advantages are relative
+    to, must be among them, and all of them among ``evaluate.schedulers``."""
+    tasks: PositiveInt
+    """Tasks per large-preset episode (tasks; the preset's own episodes take minutes)."""
+    n_seeds: PositiveInt
+    """Test seeds per (scheduler, rate) on the large preset: seeds.test[:n_seeds]."""
+    n_train_seeds: PositiveInt
+    """Training seeds of each learned agent run there: seeds.train[:n_train_seeds]."""
+    planner_tasks: PositiveInt
+    """Tasks per episode of ``rollout``, its base heuristic and ``first_fit`` at the
+    large preset's middle rate on its first test seed (tasks; a planner's decision at a
+    thousand GPUs costs tens of milliseconds)."""
+
+    @model_validator(mode="after")
+    def _reference(self) -> ScaleEvaluation:
+        if "first_fit" not in self.schedulers:
+            raise ValueError("schedulers must include 'first_fit': advantages are relative to it")
+        planners = [name for name in self.schedulers if name in get_args(PlannerName)]
+        if planners:
+            raise ValueError(
+                f"schedulers has planners {planners}; rollout runs in its own shorter "
+                "episodes (planner_tasks)"
+            )
+        return self
+
+
 class EvaluateSection(_Strict):
     """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
     the same test workloads, means with bootstrap confidence intervals (crossed over
@@ -1023,6 +1062,9 @@ class EvaluateSection(_Strict):
     optimum: ExactSettings | None
     """The gap to the proven optimum of small episodes (``reports/evaluate/optimum.csv``);
     null: none."""
+    scale: ScaleEvaluation | None
+    """Each scheduler's advantage on a small preset against the same on a thousand
+    GPUs (``reports/evaluate/scale_advantage.csv``); null: none."""
 
     @model_validator(mode="after")
     def _reference(self) -> EvaluateSection:
@@ -1061,6 +1103,22 @@ class AblationVariant(_Strict):
     """Warm start (as SACConfig ``init``)."""
     bc_weight: NonNegativeFloat
     """Weight of the teacher-imitation term during SAC (as SACConfig ``bc_weight``)."""
+
+
+class ScaleTraining(_Strict):
+    """Learned agents trained on a large preset as well, on shortened episodes (their
+    models: ``models/<preset>/<agent>/seed<seed>``; ``evaluate.scale`` runs them as
+    ``<agent>_<preset>``). Every hyperparameter is the ``train`` section's, resolved for
+    this preset: the dict-valued ones need a value for it."""
+
+    preset: Literal["metro"]
+    """The large preset trained on."""
+    agents: list[Literal["eat", "d2sac", "sac"]] = Field(min_length=1)
+    """Agents trained on it (SAC-family: the third-party learners are not)."""
+    n_seeds: PositiveInt
+    """Training runs per agent (seeds.train[:n_seeds])."""
+    tasks: PositiveInt
+    """Tasks per training and validation episode (tasks; the preset's own: 20,000)."""
 
 
 class AblationSpec(_Strict):
@@ -1293,8 +1351,16 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
     future, which the learner cannot)."""
     ablation: AblationSpec | None
     """Ablation variants of ``eat`` trained beside the agents (null: none)."""
+    scale: ScaleTraining | None
+    """Agents trained on a large preset as well (null: none)."""
     sb3: Sb3Config
     """The third-party learners ``ppo`` and ``maskable_ppo`` (when ``agents`` has them)."""
+
+    @property
+    def trained_presets(self) -> list[str]:
+        """``presets``, and the large preset of ``scale`` when set."""
+        extra = [self.scale.preset] if self.scale is not None else []
+        return [*self.presets, *(p for p in extra if p not in self.presets)]
 
     def resolve(self, name: str, preset: str) -> Any:
         """The value of hyperparameter ``name`` for ``preset``."""
@@ -1303,16 +1369,17 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSection:
+        presets = list(self.trained_presets)
         for name in HYPERPARAMETERS:
             value = getattr(self, name)
             if isinstance(value, dict):
-                missing = [p for p in self.presets if p not in value]
+                missing = [p for p in presets if p not in value]
                 if missing:
                     raise ValueError(f"{name} has no value for preset(s) {missing}")
-        missing = [p for p in self.presets if p not in self.teacher]
+        missing = [p for p in presets if p not in self.teacher]
         if missing:
             raise ValueError(f"teacher has no value for preset(s) {missing}")
-        for preset in self.presets:
+        for preset in presets:
             learns_from_teacher = (
                 self.resolve("init", preset) == "bc" or self.resolve("bc_weight", preset) > 0
             )
@@ -1324,7 +1391,7 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             if clash:
                 raise ValueError(f"ablation variant names {clash} clash with agent names")
         # every run's resolved hyperparameters must form a valid SACConfig
-        for preset in self.presets:
+        for preset in presets:
             values = {name: self.resolve(name, preset) for name in HYPERPARAMETERS}
             try:
                 SACConfig(encoder="attention", actor="diffusion", seed=0, device="cpu", **values)
@@ -1575,9 +1642,18 @@ class Params(_Strict):
                 raise ValueError(
                     f"evaluate.schedulers has agents {agents} but train.presets lacks {untrained}"
                 )
-        for preset in self.train.presets:
+        for preset in self.train.trained_presets:
             if preset not in self.evaluate.rates:
-                raise ValueError(f"train.presets has {preset!r}, which evaluate.rates lacks")
+                raise ValueError(
+                    f"train trains on {preset!r}, which evaluate.rates lacks (its training "
+                    "episodes draw their rate from there)"
+                )
+        scale = self.train.scale
+        if scale is not None and scale.n_seeds > len(self.seeds.train):
+            raise ValueError(
+                f"train.scale.n_seeds ({scale.n_seeds}) exceeds the {len(self.seeds.train)} "
+                "seeds in seeds.train"
+            )
         if self.train.n_seeds > len(self.seeds.train):
             raise ValueError(
                 f"train.n_seeds ({self.train.n_seeds}) exceeds the "
@@ -1618,7 +1694,39 @@ class Params(_Strict):
         self._cross_generalisation()
         self._cross_optimum()
         self._cross_planners()
+        self._cross_scale()
         return self
+
+    def _cross_scale(self) -> None:
+        spec = self.evaluate.scale
+        if spec is None:
+            return
+        where = "evaluate.scale"
+        if spec.versus not in self.env.presets:
+            raise ValueError(
+                f"{where}.versus {spec.versus!r} is not in env.presets ({self.env.presets})"
+            )
+        if spec.preset not in self.evaluate.rates:
+            raise ValueError(f"evaluate.rates has no sweep for {where}.preset {spec.preset!r}")
+        outside = [name for name in spec.schedulers if name not in self.evaluate.schedulers]
+        if outside:
+            raise ValueError(
+                f"{where}.schedulers has {outside}, not among evaluate.schedulers; choose "
+                f"from {self.evaluate.schedulers}"
+            )
+        for key, count, limit, seeds in (
+            ("n_seeds", spec.n_seeds, len(self.seeds.test), "seeds.test"),
+            ("n_train_seeds", spec.n_train_seeds, self.train.n_seeds, "train.n_seeds"),
+        ):
+            if count > limit:
+                raise ValueError(f"{where}.{key} ({count}) exceeds {seeds} ({limit})")
+        rollout = self.planners.rollout
+        if spec.preset not in rollout.base or (
+            isinstance(rollout.horizon, dict) and spec.preset not in rollout.horizon
+        ):
+            raise ValueError(
+                f"planners.rollout needs a base and a horizon for {where}.preset {spec.preset!r}"
+            )
 
     def _cross_planners(self) -> None:
         """Every preset a planner runs on (evaluated, or taught by ``rollout``) has its
@@ -1628,7 +1736,7 @@ class Params(_Strict):
             if name in get_args(PlannerName):
                 needs.setdefault(name, set()).update(self.env.presets)
         for preset, teacher in self.train.teacher.items():
-            if teacher == "rollout" and preset in self.train.presets:
+            if teacher == "rollout" and preset in self.train.trained_presets:
                 needs.setdefault("rollout", set()).add(preset)
         for name, presets in needs.items():
             search: RolloutSettings = getattr(self.planners, name)

@@ -66,6 +66,8 @@ OPTIONAL = {
     "slo": "reports/evaluate/slo.csv",
     "generalisation": "reports/evaluate/generalisation.csv",
     "optimum": "reports/evaluate/optimum.csv",
+    "scale": "reports/evaluate/scale_comparison.csv",
+    "scale_advantage": "reports/evaluate/scale_advantage.csv",
     "phases": "reports/train/phases.csv",
     "costs": "reports/train/costs.csv",
     "teacher": "reports/train/teacher.csv",
@@ -214,6 +216,8 @@ class Reports:
     slo: pd.DataFrame | None = None
     generalisation: pd.DataFrame | None = None
     optimum: pd.DataFrame | None = None
+    scale: pd.DataFrame | None = None
+    scale_advantage: pd.DataFrame | None = None
     phases: pd.DataFrame | None = None
     costs: pd.DataFrame | None = None
     teacher: pd.DataFrame | None = None
@@ -922,6 +926,77 @@ def _section_optimum(reports: Reports) -> list[str]:
     return lines + table(header, rows) + [""]
 
 
+SCALE_REFERENCE = "first_fit"
+"""The scheduler the advantages at scale are relative to (eat.evaluation.scale)."""
+
+
+def _section_scale(reports: Reports) -> list[str]:
+    lines = ["## Results at scale", ""]
+    compared, episodes = reports.scale, reports.scale_advantage
+    if compared is None or episodes is None:
+        return lines + _note_missing(
+            OPTIONAL["scale"], "the evaluate stage writes it when `evaluate.scale` is set"
+        )
+    sizes = episodes.groupby("preset", sort=False)["n_servers"].first().sort_values()
+    small, large = sizes.index[0], sizes.index[-1]
+    lines += [
+        f"Does a scheduler's advantage on `{small}` ({sizes[small]} GPUs) hold on `{large}` "
+        f"({sizes[large]} GPUs, [scale.md](scale.md))? The advantage is the mean reward per "
+        f"task relative to `{SCALE_REFERENCE}`'s on the same episodes; it holds when its "
+        "direction (better, worse, or within half a percent: none) is the same on both. "
+        f"Scenario `heuristics`: every rate of each preset, the `{small}` episodes of the "
+        f"sweep above and shortened `{large}` episodes (learned agents: their models "
+        f"trained on `{small}`; `<agent>_{large}`: trained on `{large}` itself, set beside "
+        f"the agent trained on `{small}`); scenario `planner`: `rollout`, its base and "
+        f"`{SCALE_REFERENCE}` at the middle rate, on shorter `{large}` episodes.",
+        "",
+    ]
+    rows = [
+        [
+            r.scenario,
+            f"`{r.scheduler}`",
+            fmt_pct(r.advantage_small),
+            fmt_pct(r.advantage_large),
+            r.holds,
+            fmt_share(r.deadline_attainment_small),
+            fmt_share(r.deadline_attainment_large),
+            fmt_share(r.utilisation_small),
+            fmt_share(r.utilisation_large),
+        ]
+        for r in compared.itertuples(index=False)
+    ]
+    header = [
+        "scenario",
+        "scheduler",
+        f"advantage, {small}",
+        f"advantage, {large}",
+        "holds",
+        f"deadlines met, {small}",
+        f"{large}",
+        f"GPUs busy, {small}",
+        f"{large}",
+    ]
+    lines += [*table(header, rows), ""]
+    for (scenario, preset), own in episodes.groupby(["scenario", "preset"], sort=False):
+        first = own.iloc[0]
+        lines.append(
+            f"- {scenario}, `{preset}`: {int(first['episodes'])} episode(s) per scheduler of "
+            f"{first['tasks_per_episode']:.0f} tasks"
+        )
+    load = next((b for b in reports.benchmarks if b.benchmark == "scale_eval"), None)
+    busy = sorted(
+        (float(key.split("_")[1]), value)
+        for key, value in (load.results.items() if load is not None else ())
+        if key.startswith("load_") and key.endswith("_utilisation")
+    )
+    if load is not None and busy:
+        lines.append(
+            f"- load of `{large}`'s full-length episodes (`greedy`, `{load.path}`): GPUs busy "
+            + ", ".join(f"{fmt_share(share)} at {rate:g} tasks/s" for rate, share in busy)
+        )
+    return [*lines, ""]
+
+
 def _section_robust(reports: Reports) -> list[str]:
     lines = ["## Robust statistics over the sweep", ""]
     robust = reports.robust
@@ -1540,6 +1615,7 @@ def render_results(reports: Reports) -> str:
         lines += _section_sweep(reports, preset)
     lines += _section_headroom(reports)
     lines += _section_optimum(reports)
+    lines += _section_scale(reports)
     lines += _section_robust(reports)
     lines += _section_slo(reports)
     lines += _section_decision_times(reports)

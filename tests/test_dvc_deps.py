@@ -149,6 +149,7 @@ def test_outs_are_the_paths_the_code_writes(stage):
         expected[str(paths.slo_metrics)] = False
         expected[str(paths.generalisation_metrics)] = False
         expected[str(paths.optimum_metrics)] = False
+        expected[str(paths.scale_metrics)] = False
     assert declared == expected, f"stage {stage}: dvc.yaml outs {declared} != {expected}"
     assert f"{NOTEBOOKS[stage]} {stage_paths.notebook}" in " ".join(DVC[stage]["cmd"].split())
 

@@ -92,6 +92,18 @@ def test_missing_key(raw):
             r"planners\.rollout\.horizon has no value for preset 'edge'; it has \['paper'\]",
         ),
         (
+            lambda r: r["evaluate"]["scale"].__setitem__("schedulers", ["greedy", "eft"]),
+            r"schedulers must include 'first_fit': advantages are relative to it",
+        ),
+        (
+            lambda r: r["evaluate"]["scale"].__setitem__("versus", "metro"),
+            r"evaluate\.scale\.versus 'metro' is not in env\.presets",
+        ),
+        (
+            lambda r: r["evaluate"]["scale"]["schedulers"].append("maskable_ppo"),
+            r"evaluate\.scale\.schedulers has \['maskable_ppo'\], not among evaluate\.schedulers",
+        ),
+        (
             lambda r: r["planners"]["clairvoyant"].__setitem__("base", {"edge": "greedy"}),
             r"planners\.clairvoyant\.base has no heuristic for preset 'paper'",
         ),

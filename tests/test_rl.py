@@ -607,6 +607,7 @@ def test_train_entry_point_smoke(tmp_path):
         eval_every={"paper": 40, "edge": 40},
         demo_episodes={"paper": 2, "edge": 1},
         validation_seeds=1,
+        scale=None,
     )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -132,3 +132,116 @@ def test_streamed_records_equal_kept_ones(edge, params, tmp_path):
     pd.testing.assert_frame_equal(kept.tasks, streamed.tasks)
     pd.testing.assert_frame_equal(kept.segments, streamed.segments)
     assert kept.horizon == streamed.horizon
+
+
+def _episode(scenario, preset, scheduler, rate, seed, reward, n_servers, train_seed=None):
+    return {
+        "scenario": scenario,
+        "preset": preset,
+        "scheduler": scheduler,
+        "rate": rate,
+        "seed": seed,
+        "train_seed": train_seed,
+        "reward_mean": reward,
+        "n_servers": n_servers,
+        "n_tasks": 10,
+        "deadline_attainment": 1.0,
+        "latency_mean": 1.0,
+        "utilisation": 0.5,
+    }
+
+
+def test_advantage_is_relative_to_first_fit_on_the_same_episodes():
+    from eat.evaluation.scale import advantage, comparison
+
+    rows = [
+        _episode("heuristics", "edge", "first_fit", 1.0, 0, 10.0, 8),
+        _episode("heuristics", "edge", "first_fit", 1.0, 1, 20.0, 8),
+        # +10% and +30%: a mean of +20%, not the ratio of the means
+        _episode("heuristics", "edge", "greedy", 1.0, 0, 11.0, 8),
+        _episode("heuristics", "edge", "greedy", 1.0, 1, 26.0, 8),
+        # two training seeds of one episode are averaged first: (9 + 11) / 2 = 10 -> none
+        _episode("heuristics", "edge", "eat", 1.0, 0, 9.0, 8, train_seed=0),
+        _episode("heuristics", "edge", "eat", 1.0, 0, 11.0, 8, train_seed=1),
+        _episode("heuristics", "edge", "eat", 1.0, 1, 20.0, 8, train_seed=0),
+        _episode("heuristics", "metro", "first_fit", 5.0, 0, 4.0, 1000),
+        _episode("heuristics", "metro", "greedy", 5.0, 0, 6.0, 1000),
+        _episode("heuristics", "metro", "eat", 5.0, 0, 3.0, 1000, train_seed=0),
+    ]
+    table = advantage(pd.DataFrame(rows))
+    got = table.set_index(["preset", "scheduler"])["advantage"]
+    assert got["edge", "greedy"] == pytest.approx(0.2)
+    assert got["edge", "eat"] == pytest.approx(0.0)
+    assert got["edge", "first_fit"] == 0.0
+    assert got["metro", "greedy"] == pytest.approx(0.5)
+    assert got["metro", "eat"] == pytest.approx(-0.25)
+    held = comparison(table, "edge", "metro").set_index("scheduler")
+    assert held.loc["greedy", "holds"] == "yes"  # better on both
+    assert held.loc["eat", "holds"] == "no"  # none on edge, worse on metro
+    assert "first_fit" not in held.index
+    # an agent trained on metro is set beside the one trained on edge
+    own = pd.DataFrame([_episode("heuristics", "metro", "eat_metro", 5.0, 0, 5.0, 1000)])
+    wider = advantage(pd.concat([pd.DataFrame(rows), own], ignore_index=True))
+    beside = comparison(wider, "edge", "metro", {"eat_metro": "eat"}).set_index("scheduler")
+    assert beside.loc["eat_metro", "advantage_small"] == pytest.approx(0.0)
+    assert beside.loc["eat_metro", "advantage_large"] == pytest.approx(0.25)
+    assert "eat_metro" not in comparison(wider, "edge", "metro").set_index("scheduler").index
+    with pytest.raises(ValueError, match="first_fit did not"):
+        advantage(pd.DataFrame([*rows, _episode("heuristics", "metro", "fifo", 9.0, 0, 1.0, 1000)]))
+
+
+def test_scale_table_runs_metro_beside_the_small_presets_episodes(params, tmp_path):
+    from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
+    from eat.stages.evaluate import scale_table
+
+    spec = params.evaluate.scale.model_copy(
+        update={"schedulers": ["first_fit", "greedy"], "tasks": 40, "planner_tasks": 8}
+    )
+    quick = params.model_copy(
+        update={
+            "evaluate": params.evaluate.model_copy(update={"scale": spec, "parallel": "serial"})
+        }
+    )
+    edge = params.env.preset("edge")
+    rates = params.evaluate.rates["edge"]
+    small = tweak(edge, workload={"total_tasks": 20})
+    names = ["first_fit", "greedy", "rollout"]
+    episodes = run_sweep(
+        "edge", small, grid(names, rates, params.seeds.test[:1]), SchedulerFactory(quick, "edge")
+    ).episodes
+    both, table = scale_table(quick, tmp_path, episodes, progress=False)
+    assert set(both["preset"]) == {"edge", "metro"}
+    metro = both[both["preset"] == "metro"]
+    assert (metro["n_servers"] >= 900).all() and (metro["n_tasks"] <= 40).all()
+    planner = metro[metro["scenario"] == "planner"]
+    assert sorted(planner["scheduler"]) == ["first_fit", "greedy", "rollout"]
+    assert set(planner["rate"]) == {params.evaluate.rates["metro"][1]}
+    small_planner = both[(both["preset"] == "edge") & (both["scenario"] == "planner")]
+    assert set(small_planner["rate"]) == {rates[len(rates) // 2]}
+    reference = table[table["scheduler"] == "first_fit"]
+    assert (reference["advantage"] == 0).all() and len(reference) == 4  # 2 scenarios x 2
+    with pytest.raises(ValueError, match=r"no episodes of \['greedy'\]"):
+        scale_table(quick, tmp_path, episodes[episodes["scheduler"] != "greedy"], progress=False)
+
+
+def test_an_agent_trained_on_metro_runs_there_under_its_own_name(params, tmp_path):
+    from eat.evaluation.scale import scale_episodes
+    from eat.training.loop import resolve_runs, train_run, write_run
+
+    spec = next(s for s in resolve_runs(params) if s.preset_name == "metro")
+    assert spec.agent == "eat" and spec.preset.workload.total_tasks == params.train.scale.tasks
+    assert spec.config.buffer_size == params.train.buffer_size["metro"]
+    tiny = {"total_steps": 8, "eval_every": 8, "bc_updates": 4, "critic_warmup_updates": 2}
+    tiny |= {"dagger_updates": 2, "batch_size": 4, "learning_starts": 4, "width": 8}
+    spec.config = spec.config.model_validate({**spec.config.model_dump(), **tiny})
+    spec.preset = tweak(spec.preset, workload={"total_tasks": 12})
+    spec.rates, spec.validation_seeds = spec.rates[:1], spec.validation_seeds[:1]
+    write_run(train_run(spec), tmp_path)
+    assert (tmp_path / "metro" / "eat" / "seed0" / "actor.pt").is_file()
+    evaluation = params.evaluate.scale.model_copy(
+        update={"schedulers": ["first_fit"], "tasks": 12, "planner_tasks": 4}
+    )
+    episodes = scale_episodes(params, evaluation, tmp_path)
+    own = episodes[episodes["scheduler"] == "eat_metro"]
+    assert len(own) == len(params.evaluate.rates["metro"]) and (own["train_seed"] == 0).all()
+    assert (own["n_tasks"] == 12).all()

@@ -10,8 +10,10 @@ on the same test seeds, and get crossed bootstrap intervals (:mod:`eat.evaluatio
 against every other scheduler, the structural floor of ``paper``, the ablation);
 :func:`generalisation_report` the generalisation tests (``evaluate.generalisation``,
 :mod:`eat.evaluation.generalisation`); :func:`optimum_table` the gap to the proven
-optimum of small episodes (``evaluate.optimum``, :mod:`eat.schedulers.exact`); :func:`run`
-writes them, draws the figures and returns the DVC metrics.
+optimum of small episodes (``evaluate.optimum``, :mod:`eat.schedulers.exact`);
+:func:`scale_table` whether each advantage on a small preset holds at a thousand GPUs
+(``evaluate.scale``, :mod:`eat.evaluation.scale`); :func:`run` writes them, draws the
+figures and returns the DVC metrics.
 """
 
 from __future__ import annotations
@@ -534,6 +536,43 @@ def optimum_report(params: Params, paths: Paths) -> pd.DataFrame:
     return summary
 
 
+def scale_table(
+    params: Params, models_dir: Path, episodes: pd.DataFrame, *, progress: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every episode of both presets, the advantage table) of ``evaluate.scale``: the
+    large preset's episodes run here, the small preset's come from ``episodes``, the
+    stage's own sweep."""
+    from eat.evaluation.scale import advantage, scale_episodes, versus_episodes
+
+    spec = params.evaluate.scale
+    if spec is None:
+        raise ValueError("evaluate.scale is null: there is no scale comparison to run")
+    started = time.perf_counter()
+    large = scale_episodes(params, spec, models_dir, progress=progress, **sweep_settings(params))
+    log.info(
+        "scale: %d %s episodes in %.1f s", len(large), spec.preset, time.perf_counter() - started
+    )
+    both = pd.concat([versus_episodes(params, spec, episodes), large], ignore_index=True)
+    return both, advantage(both)
+
+
+def scale_report(params: Params, paths: Paths, episodes: pd.DataFrame, *, progress: bool) -> None:
+    """``reports/evaluate/scale_advantage.csv``, ``scale_comparison.csv``, the large
+    preset's episodes (``scale_episodes.csv``) and ``reports/scale_metrics.json``."""
+    from eat.evaluation.scale import comparison, scale_metrics, trained_at_scale
+
+    spec = params.evaluate.scale
+    assert spec is not None  # run() checks
+    stage = paths.evaluate
+    both, table = scale_table(params, paths.models, episodes, progress=progress)
+    large, _ = split_timings(both[both["preset"] == spec.preset])
+    write_csv(large, stage.results / "scale_episodes.csv")
+    write_csv(table, stage.results / "scale_advantage.csv")
+    compared = comparison(table, spec.versus, spec.preset, trained_at_scale(params, spec))
+    write_csv(compared, stage.results / "scale_comparison.csv")
+    write_json(paths.scale_metrics, scale_metrics(table))
+
+
 def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate every preset; write tables, figures and ``reports/metrics.json``."""
     config = params.evaluate
@@ -606,6 +645,13 @@ def _run(params: Params, paths: Paths, *, progress: bool) -> dict[str, Any]:
         generalisation_report(params, paths, progress=progress)
     if params.evaluate.optimum is not None:
         optimum_report(params, paths)
+    if params.evaluate.scale is not None:
+        scale_report(
+            params,
+            paths,
+            pd.concat([e.episodes for e in evaluations.values()], ignore_index=True),
+            progress=progress,
+        )
     entries = metrics(aggregated)
     write_json(stage.metrics, entries)
     return entries

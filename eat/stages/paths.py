@@ -104,6 +104,11 @@ class Paths:
         return self.root / "reports" / "optimum_metrics.json"
 
     @property
+    def scale_metrics(self) -> Path:
+        """The evaluate stage's metrics at a thousand GPUs (a fifth DVC metrics file)."""
+        return self.root / "reports" / "scale_metrics.json"
+
+    @property
     def testbed(self) -> StagePaths:
         return self._stage("testbed", "testbed_metrics.json")
 

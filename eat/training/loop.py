@@ -131,9 +131,20 @@ def sac_config(params: Params, preset: str, seed: int, overrides: dict[str, Any]
     return SACConfig(seed=seed, device=resolve_device(train.device), **values)
 
 
+def training_preset(params: Params, name: str) -> PresetConfig:
+    """The preset a run trains and validates on: the large preset of ``train.scale``
+    with its ``tasks`` per episode, any other as it is."""
+    preset = params.env.preset(name)
+    scale = params.train.scale
+    if scale is None or name != scale.preset:
+        return preset
+    workload = preset.workload.model_copy(update={"total_tasks": scale.tasks})
+    return preset.model_copy(update={"workload": workload})
+
+
 def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSpec]:
     """Every SAC run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``,
-    then the ablation variants on their preset (the third-party learners' runs are
+    then the ablation variants on their preset, then the runs of ``train.scale`` (the third-party learners' runs are
     :func:`eat.training.sb3.resolve_sb3_runs`). Training episodes draw their arrival rate
     from the preset's evaluation sweep (``evaluate.rates``); the workloads differ."""
     train = params.train
@@ -150,6 +161,10 @@ def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSp
         for variant, override in ablation.variants.items():
             for seed in params.seeds.train[: ablation.n_seeds]:
                 runs.append((variant, ablation.preset, seed, override.model_dump()))
+    if train.scale is not None:
+        for agent in train.scale.agents:
+            for seed in params.seeds.train[: train.scale.n_seeds]:
+                runs.append((agent, train.scale.preset, seed, dict(AGENTS[agent])))
     specs = []
     for agent, preset, seed, overrides in runs:
         teacher = train.teacher[preset]
@@ -157,7 +172,7 @@ def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSp
             RunSpec(
                 agent=agent,
                 preset_name=preset,
-                preset=params.env.preset(preset),
+                preset=training_preset(params, preset),
                 config=sac_config(params, preset, seed, overrides),
                 rates=list(params.evaluate.rates[preset]),
                 validation_seeds=list(validation),
