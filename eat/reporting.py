@@ -940,8 +940,8 @@ def _section_scale(reports: Reports) -> list[str]:
     sizes = episodes.groupby("preset", sort=False)["n_servers"].first().sort_values()
     small, large = sizes.index[0], sizes.index[-1]
     lines += [
-        f"Does a scheduler's advantage on `{small}` ({sizes[small]} GPUs) hold on `{large}` "
-        f"({sizes[large]} GPUs, [scale.md](scale.md))? The advantage is the mean reward per "
+        f"Does a scheduler's advantage on `{small}` ({sizes[small]:,} GPUs) hold on `{large}` "
+        f"({sizes[large]:,} GPUs, [scale.md](scale.md))? The advantage is the mean reward per "
         f"task relative to `{SCALE_REFERENCE}`'s on the same episodes; it holds when its "
         "direction (better, worse, or within half a percent: none) is the same on both. "
         f"Scenario `heuristics`: every rate of each preset, the `{small}` episodes of the "
