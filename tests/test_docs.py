@@ -477,3 +477,15 @@ def test_readme_python_example_runs():
     )
     assert done.returncode == 0, f"the README's example failed:\n{done.stderr[-3000:]}"
     assert "greedy: mean latency" in done.stdout and "fastest_alone" in done.stdout
+
+
+def test_the_paper_scale_settings_of_the_agents_page_are_valid_params():
+    """The GPU-workstation block of docs/learned_agents.md, merged into params.yaml."""
+    from eat.params import apply_overrides, validate_params
+
+    page = (REPO / "docs" / "learned_agents.md").read_text()
+    after = page.split("a buffer of 1e6, MLPs of 256) is, for a GPU workstation:", 1)[1]
+    block = after.split("```yaml", 1)[1].split("```", 1)[0]
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    merged = validate_params(apply_overrides(raw, yaml.safe_load(block)))
+    assert merged.train.resolve("total_steps", "edge") == 500000
