@@ -1489,8 +1489,12 @@ def _section_testbed(reports: Reports) -> list[str]:
         lines += [
             "Per scheduler, means over the same tasks on the testbed and in the simulator "
             "of the testbed; the shadow ratio is the median of testbed service over the "
-            "shadow simulator's prediction of the same dispatch; same decisions: share of "
-            "tasks with the same steps and gang size in both.",
+            "shadow simulator's prediction of the same dispatch; same decisions, free "
+            "runs: share of tasks with the same steps and gang size in the testbed run and "
+            "a free-running simulation (one difference changes every later state); same "
+            "history: share of the testbed's dispatches that the scheduler also makes on "
+            "the simulator twin driven through the same arrivals and dispatches at their "
+            "measured times, its tasks finishing when predicted (`eat.testbed.compare`).",
             "",
         ]
         rows = [
@@ -1506,6 +1510,7 @@ def _section_testbed(reports: Reports) -> list[str]:
                 fmt(r.sim_waiting_mean),
                 fmt(r.shadow_service_ratio_median),
                 fmt_share(r.same_decision_share),
+                fmt_share(getattr(r, "history_agreement", None)),
             ]
             for r in summary.itertuples(index=False)
         ]
@@ -1520,7 +1525,8 @@ def _section_testbed(reports: Reports) -> list[str]:
             "testbed waiting (s)",
             "simulated waiting (s)",
             "shadow ratio",
-            "same decisions",
+            "same decisions, free runs",
+            "same history",
         ]
         lines += [*table(header, rows), ""]
     steps = metrics.get("step_vs_profile") or {}

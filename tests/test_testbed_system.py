@@ -107,6 +107,20 @@ def test_controller_replays_a_workload_in_the_simulator_schema(bed):
     reported = ray.get([w.ping.remote() for w in workers])
     for state in reported:
         assert list(controller.shadow.servers[state["server"]].resident) == state["resident"]
+    # the twin follows every real dispatch and decides before each (a real record's
+    # decision_ms and servers are what history_agreement reads)
+    from eat.evaluation.runner import scheduler_rng
+    from eat.testbed.compare import history_agreement
+
+    decisions = history_agreement(
+        preset,
+        make_testbed_scheduler("eft", params, None),
+        tasks,
+        frame,
+        scheduler_rng("eft", params.testbed.workload.seed),
+    )
+    assert sorted(decisions["task_id"]) == sorted(frame["task_id"])
+    assert decisions["twin_task_id"].notna().any()
 
 
 def test_a_trained_agent_drives_the_testbed(bed, tmp_path):

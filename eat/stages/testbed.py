@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eat.evaluation.runner import run_episode
+from eat.evaluation.runner import run_episode, scheduler_rng
 from eat.params import Params
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths
@@ -54,7 +54,7 @@ from eat.testbed.bed import (
     run_load_test_stage,
     workload,
 )
-from eat.testbed.compare import compare, step_vs_profile, summarise
+from eat.testbed.compare import compare, history_agreement, step_vs_profile, summarise
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class TestbedRun:
     simulated: pd.DataFrame
     """The same tasks in the simulator."""
     comparison: pd.DataFrame
+    decisions: pd.DataFrame
+    """Each real dispatch beside the twin's decision after the same history."""
     summary: pd.DataFrame
     steps: pd.DataFrame
     """Per-step time in the testbed against the profile."""
@@ -87,6 +89,7 @@ def run_testbed(params: Params, bed: Testbed, models_dir: Path | None) -> Testbe
     timings = dict(bed.timings)
     tasks, prompts = workload(bed.preset, section)
     real_frames, sim_frames, failures, segments, images = [], [], [], [], []
+    decisions = []
     for name in section.schedulers:
         mark = time.perf_counter()
         cluster.reset_caches(bed.workers)
@@ -96,6 +99,15 @@ def run_testbed(params: Params, bed: Testbed, models_dir: Path | None) -> Testbe
         )
         real = controller.records_frame().assign(scheduler=name)
         real_frames.append(real)
+        decisions.append(
+            history_agreement(
+                bed.preset,
+                make_testbed_scheduler(name, params, models_dir),
+                tasks,
+                real,
+                scheduler_rng(name, section.workload.seed),  # the controller's stream
+            ).assign(scheduler=name)
+        )
         segments.append(controller.segments_frame().assign(scheduler=name))
         failures.append(controller.failures_frame().assign(scheduler=name))
         for result in results:
@@ -135,11 +147,13 @@ def run_testbed(params: Params, bed: Testbed, models_dir: Path | None) -> Testbe
         ],
         ignore_index=True,
     )
+    decided = pd.concat(decisions, ignore_index=True)
     return TestbedRun(
         real=real_all,
         simulated=sim_all,
         comparison=comparison,
-        summary=summarise(comparison),
+        decisions=decided,
+        summary=summarise(comparison, decided),
         steps=step_vs_profile(real_all, bed.profile),
         segments=pd.concat(segments, ignore_index=True),
         failures=pd.concat(failures, ignore_index=True),
@@ -202,6 +216,7 @@ def run(params: Params, paths: Paths, *, models_dir: Path | None = None) -> dict
     outcome.timings["total_s"] = time.perf_counter() - began
     results, artifacts = stage.results, stage.artifacts
     write_csv(outcome.comparison, results / "comparison.csv")
+    write_csv(outcome.decisions, results / "decisions.csv")
     write_csv(outcome.summary, results / "summary.csv")
     write_csv(outcome.steps, results / "step_vs_profile.csv")
     write_csv(outcome.failures, results / "failures.csv")
