@@ -540,8 +540,11 @@ def test_params_reject_unknown_and_untrained_agents():
 def test_run_specs_cover_the_matrix_and_ablation(params):
     specs = resolve_runs(params)
     train = params.train
-    main = [s for s in specs if s.agent in train.agents]
+    main = [s for s in specs if s.agent in train.agents and s.preset_name in train.presets]
     assert len(main) == len(train.agents) * len(train.presets) * train.n_seeds >= 5 * 3
+    scaled = [s for s in specs if s.preset_name == train.scale.preset]
+    assert len(scaled) == len(train.scale.agents) * train.scale.n_seeds
+    assert {s.preset.workload.total_tasks for s in scaled} == {train.scale.tasks}
     eat = next(s for s in main if s.agent == "eat")
     assert (eat.config.encoder, eat.config.actor) == ("attention", "diffusion")
     sac = next(s for s in main if s.agent == "sac")

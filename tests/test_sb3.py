@@ -463,6 +463,7 @@ def test_train_entry_point_trains_one_learner(tmp_path):
         eval_every={"paper": 40, "edge": 40},
         validation_seeds=1,
         sb3={**raw["train"]["sb3"], "n_steps": 32, "batch_size": 16, "n_epochs": 1},
+        scale=None,  # the overrides above give no metro values
     )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -199,7 +199,8 @@ def test_scale_table_runs_metro_beside_the_small_presets_episodes(params, tmp_pa
     )
     quick = params.model_copy(
         update={
-            "evaluate": params.evaluate.model_copy(update={"scale": spec, "parallel": "serial"})
+            "evaluate": params.evaluate.model_copy(update={"scale": spec, "parallel": "serial"}),
+            "train": params.train.model_copy(update={"scale": None}),  # no metro models here
         }
     )
     edge = params.env.preset("edge")
