@@ -25,29 +25,27 @@ def tasks_of(preset):
     return make_tasks(Simulator(preset), RATE, workload_rng)
 
 
+def run_of(params, preset, name):
+    """A simulated "testbed" run of ``name``: its task records."""
+    return run_episode(preset, make_scheduler(name, params.schedulers), RATE, SEED).tasks
+
+
+def agreement(params, preset, name, real):
+    """``name``'s decisions on the twin of ``preset`` after the history of ``real``."""
+    scheduler = make_scheduler(name, params.schedulers)
+    return history_agreement(preset, scheduler, tasks_of(preset), real, scheduler_rng(name, SEED))
+
+
 @pytest.mark.parametrize("name", ["greedy", "eft", "warm_first"])
 def test_a_run_whose_timings_are_the_predictions_agrees_everywhere(params, exact, name):
-    real = run_episode(exact, make_scheduler(name, params.schedulers), RATE, SEED).tasks
-    rows = history_agreement(
-        exact,
-        make_scheduler(name, params.schedulers),
-        tasks_of(exact),
-        real,
-        scheduler_rng(name, SEED),
-    )
+    real = run_of(params, exact, name)
+    rows = agreement(params, exact, name, real)
     assert len(rows) == len(real) == 40
     assert rows["same"].all(), rows[~rows["same"]]
 
 
 def test_another_schedulers_run_disagrees(params, exact):
-    real = run_episode(exact, make_scheduler("first_fit", params.schedulers), RATE, SEED).tasks
-    rows = history_agreement(
-        exact,
-        make_scheduler("greedy", params.schedulers),
-        tasks_of(exact),
-        real,
-        scheduler_rng("greedy", SEED),
-    )
+    rows = agreement(params, exact, "greedy", run_of(params, exact, "first_fit"))
     assert (rows["steps"] == params.schedulers.fixed_steps).all()  # first_fit's fixed steps
     assert (rows["twin_steps"] != params.schedulers.fixed_steps).any()  # greedy's own
     assert not rows["same"].all() and rows["twin_task_id"].notna().all()
@@ -58,18 +56,12 @@ def test_a_testbed_off_the_predictions_is_followed_and_disagrees_somewhere(param
     """The same run on a testbed faster (0.7) or slower (1.3) than predicted: the twin
     still follows every real dispatch (finishing what it thought still ran on the
     servers the testbed used), and its own decisions differ somewhere."""
-    real = run_episode(exact, make_scheduler("greedy", params.schedulers), RATE, SEED).tasks
+    real = run_of(params, exact, "greedy")
     shifted = real.assign(
         start=real["start"] * speed,
         arrival=real["arrival"] * speed,
         deadline=real["deadline"] * speed,
     )
-    rows = history_agreement(
-        exact,
-        make_scheduler("greedy", params.schedulers),
-        tasks_of(exact),
-        shifted,
-        scheduler_rng("greedy", SEED),
-    )
+    rows = agreement(params, exact, "greedy", shifted)
     assert list(rows["task_id"]) == list(shifted.sort_values("start")["task_id"])
     assert 0 < rows["same"].mean() < 1
