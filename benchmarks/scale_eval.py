@@ -29,7 +29,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pandas as pd
 
 from eat.benchmarking import report
-from eat.evaluation.scale import shortened
 from eat.params import Params, load_params, repo_params_path
 
 try:
@@ -52,7 +51,7 @@ def load_check(params: Params, tasks: int, seed: int) -> pd.DataFrame:
     from eat.evaluation.runner import run_episode
     from eat.schedulers import make_scheduler
 
-    preset = shortened(params.env.preset("metro"), tasks)
+    preset = params.env.preset("metro").with_tasks(tasks)
     rows = []
     for rate in params.evaluate.rates["metro"]:
         started = time.perf_counter()

@@ -130,9 +130,7 @@ def fork_cost_us(preset, settings, rate: float, repeats: int = 2000) -> float:
 def scale_preset(params: Params, gpus: int, tasks: int) -> tuple[PresetConfig, float]:
     """The metro cluster of ``gpus`` GPUs with ``tasks`` per episode, and the arrival rate
     that offers it the load of metro's middle evaluation rate."""
-    preset = metro_preset(params.env.metro, params.env.edge, gpus=gpus)
-    workload = preset.workload.model_copy(update={"total_tasks": tasks})
-    preset = preset.model_copy(update={"workload": workload})
+    preset = metro_preset(params.env.metro, params.env.edge, gpus=gpus).with_tasks(tasks)
     metro = params.env.preset("metro")
     rates = params.evaluate.rates["metro"]
     load = rates[len(rates) // 2] / nominal_capacity(metro)
@@ -252,8 +250,7 @@ def memory(params: Params, tasks: int) -> dict[str, float]:
     scheduler = make_scheduler("first_fit", params.schedulers)
     results: dict[str, float] = {}
     for count in (tasks // 4, tasks):
-        workload = metro.workload.model_copy(update={"total_tasks": count})
-        preset = metro.model_copy(update={"workload": workload})
+        preset = metro.with_tasks(count)
         for mode in ("memory", "streamed"):
             with tempfile.TemporaryDirectory() as directory:
                 records_dir = Path(directory) if mode == "streamed" else None

@@ -484,6 +484,12 @@ class PresetConfig(_Strict):
     def n_servers(self) -> int:
         return sum(group.count for group in self.servers)
 
+    def with_tasks(self, total_tasks: int) -> PresetConfig:
+        """This preset with episodes of ``total_tasks`` tasks (the same workload process,
+        shorter or longer)."""
+        workload = self.workload.model_copy(update={"total_tasks": total_tasks})
+        return self.model_copy(update={"workload": workload})
+
 
 class MetroSpec(_Strict):
     """The ``metro`` preset, generated (:func:`metro_preset`) from this
@@ -1720,17 +1726,10 @@ class Params(_Strict):
         ):
             if count > limit:
                 raise ValueError(f"{where}.{key} ({count}) exceeds {seeds} ({limit})")
-        rollout = self.planners.rollout
-        if spec.preset not in rollout.base or (
-            isinstance(rollout.horizon, dict) and spec.preset not in rollout.horizon
-        ):
-            raise ValueError(
-                f"planners.rollout needs a base and a horizon for {where}.preset {spec.preset!r}"
-            )
 
     def _cross_planners(self) -> None:
-        """Every preset a planner runs on (evaluated, or taught by ``rollout``) has its
-        base heuristic and horizon."""
+        """Every preset a planner runs on (evaluated, teaching, or in the planner scenario
+        of ``evaluate.scale``) has its base heuristic and horizon."""
         needs: dict[str, set[str]] = {}
         for name in self.evaluate.schedulers:
             if name in get_args(PlannerName):
@@ -1738,6 +1737,8 @@ class Params(_Strict):
         for preset, teacher in self.train.teacher.items():
             if teacher == "rollout" and preset in self.train.trained_presets:
                 needs.setdefault("rollout", set()).add(preset)
+        if self.evaluate.scale is not None:  # its planner scenario
+            needs.setdefault("rollout", set()).add(self.evaluate.scale.preset)
         for name, presets in needs.items():
             search: RolloutSettings = getattr(self.planners, name)
             for preset in sorted(presets):

@@ -103,6 +103,10 @@ def test_missing_key(raw):
             lambda r: r["evaluate"]["scale"]["schedulers"].append("maskable_ppo"),
             r"evaluate\.scale\.schedulers has \['maskable_ppo'\], not among evaluate\.schedulers",
         ),
+        (  # the planner scenario of evaluate.scale runs rollout on metro
+            lambda r: r["planners"]["rollout"].__setitem__("horizon", {"paper": 16, "edge": 8}),
+            r"planners\.rollout\.horizon has no value for preset 'metro'",
+        ),
         (
             lambda r: r["planners"]["clairvoyant"].__setitem__("base", {"edge": "greedy"}),
             r"planners\.clairvoyant\.base has no heuristic for preset 'paper'",

@@ -36,14 +36,6 @@ TIE = 0.005
 """Advantages within half a percent of ``first_fit``'s reward count as none."""
 
 
-def shortened(preset: PresetConfig, tasks: int | None) -> PresetConfig:
-    """``preset`` with ``tasks`` tasks per episode (None: unchanged)."""
-    if tasks is None:
-        return preset
-    workload = preset.workload.model_copy(update={"total_tasks": tasks})
-    return preset.model_copy(update={"workload": workload})
-
-
 def planner_schedulers(params: Params, preset: str) -> list[str]:
     """The planner scenario's schedulers: ``rollout``, its base heuristic, ``first_fit``."""
     return list(dict.fromkeys(["rollout", params.planners.rollout.base[preset], REFERENCE]))
@@ -78,7 +70,7 @@ def scale_episodes(
     jobs = grid(others, rates, seeds) + grid(learned, rates, seeds, train_seeds)
     heuristics = run_sweep(
         spec.preset,
-        shortened(base, spec.tasks),
+        base.with_tasks(spec.tasks),
         jobs,
         factory,
         progress=progress,
@@ -91,7 +83,7 @@ def scale_episodes(
         # agents trained on the large preset itself, named apart from the small preset's
         scaled = run_sweep(
             spec.preset,
-            shortened(base, spec.tasks),
+            base.with_tasks(spec.tasks),
             grid(list(own.values()), rates, seeds, own_train_seeds(params, spec)),
             SchedulerFactory(params, spec.preset, models_dir),
             progress=progress,
@@ -105,7 +97,7 @@ def scale_episodes(
     middle = rates[len(rates) // 2]
     planned = run_sweep(
         spec.preset,
-        shortened(base, spec.planner_tasks),
+        base.with_tasks(spec.planner_tasks),
         grid(planner_schedulers(params, spec.preset), [middle], seeds[:1]),
         SchedulerFactory(params, spec.preset, models_dir),
         progress=progress,
@@ -281,7 +273,6 @@ __all__ = [
     "planner_schedulers",
     "scale_episodes",
     "scale_metrics",
-    "shortened",
     "trained_at_scale",
     "versus_episodes",
 ]

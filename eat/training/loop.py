@@ -138,8 +138,7 @@ def training_preset(params: Params, name: str) -> PresetConfig:
     scale = params.train.scale
     if scale is None or name != scale.preset:
         return preset
-    workload = preset.workload.model_copy(update={"total_tasks": scale.tasks})
-    return preset.model_copy(update={"workload": workload})
+    return preset.with_tasks(scale.tasks)
 
 
 def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSpec]:
