@@ -1,8 +1,10 @@
 """Simulator speed, on one core: tasks per second through the Gymnasium API (random
 valid actions); through the raw simulator with every heuristic (the episode loop of
 :func:`eat.evaluation.runner.simulate` on workloads drawn beforehand: no Gymnasium
-wrapper, no workload generation, no pandas frames); and the cost of
-:meth:`~eat.sim.simulator.Simulator.fork` in the middle of an episode, for both presets.
+wrapper, no workload generation, no pandas frames); the cost of
+:meth:`~eat.sim.simulator.Simulator.fork` in the middle of an episode; and the ``rollout``
+planner's decisions per second from a mid-episode state (``<preset>_rollout_decisions_per_s``,
+its time per decision over half the measurement time), for both presets.
 
 Then the cost against cluster size: clusters of the ``metro`` spec with ``--sizes``
 GPUs (the same seed: the smaller ones are the first sites of the larger), each at the
@@ -51,6 +53,7 @@ from eat.evaluation.scale import nominal_capacity
 from eat.params import Params, PresetConfig, load_params, metro_preset, repo_params_path
 from eat.schedulers import SCHEDULERS, make_scheduler
 from eat.schedulers.base import Scheduler
+from eat.schedulers.rollout import make_planner
 from eat.sim.encoding import N_GLOBAL_ACTIONS, Encoder
 from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
@@ -201,8 +204,6 @@ def decision_ms(state: Simulator, scheduler: Scheduler, seconds: float, most: in
 
 def scale_speed(params: Params, sizes: list[int], seconds: float) -> dict[str, float]:
     """The cluster-size figures of the module docstring."""
-    from eat.schedulers.rollout import make_planner
-
     results: dict[str, float] = {}
     for gpus in sizes:
         # long enough that half-way through the cluster is past its cold start
@@ -302,6 +303,14 @@ def main(argv: list[str] | None = None) -> None:
         fork_us = fork_cost_us(preset, params.schedulers, rate)
         results[f"{name}_fork_us"] = fork_us
         print(f"{name:5s} fork of a mid-episode simulator: {fork_us:.1f} us")
+        planner = make_planner("rollout", params, name)
+        times = decision_ms(mid_episode(preset, params, rate), planner, args.seconds / 2, 1000)
+        results[f"{name}_rollout_decisions_per_s"] = 1e3 / float(times.mean())
+        results[f"{name}_rollout_decision_ms_median"] = float(np.median(times))
+        print(
+            f"{name:5s} rollout    {rate:g}/s: {1e3 / times.mean():9.1f} decisions/s, median "
+            f"{np.median(times):.2f} ms ({len(times)} decisions)"
+        )
     sizes = [int(size) for size in args.sizes.split(",")]
     results.update(scale_speed(params, sizes, args.seconds))
     results.update(memory(params, args.memory_tasks))

@@ -65,6 +65,8 @@ def test_sim_speed(tmp_path):
     record = json.loads(out.read_text())
     assert record["benchmark"] == "sim_speed" and record["results"]["paper_env_tasks_per_s"] > 0
     assert record["results"]["scale_16_eat_decision_ms_median"] > 0
+    for preset in ("paper", "edge"):
+        assert record["results"][f"{preset}_rollout_decisions_per_s"] > 0
 
 
 def test_scale_eval(tmp_path, params):
