@@ -24,10 +24,13 @@ HeuristicName = Literal["random", "fifo", "first_fit", "greedy", "eft", "warm_fi
 AgentName = Literal["eat", "d2sac", "sac", "ppo", "maskable_ppo"]
 """Learned agents (``eat.schedulers.rl.AGENTS``, and the third-party learners
 ``eat.schedulers.rl.SB3_AGENTS``); evaluated from the ``train`` stage's models."""
+TaughtAgentName = Literal["eat", "d2sac", "sac"]
+"""Learned agents that learn from a teacher (demonstrations, labels): not the
+third-party learners."""
 PlannerName = Literal["rollout", "clairvoyant"]
+"""Search-based schedulers (``eat.schedulers.rollout``)."""
 TeacherPlanner = Literal["rollout"]
 """Planners that may teach the learned agents (they see no more than the learner)."""
-"""Search-based schedulers (``eat.schedulers.rollout``)."""
 SchedulerName = Literal[
     "random",
     "fifo",
@@ -1361,6 +1364,10 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
     """Agents trained on a large preset as well (null: none)."""
     sb3: Sb3Config
     """The third-party learners ``ppo`` and ``maskable_ppo`` (when ``agents`` has them)."""
+    agreement: list[TaughtAgentName]
+    """Agents of ``agents`` whose output policy (first training seed, every preset of
+    ``presets``) is compared with its teacher decision by decision on the validation
+    episodes (``reports/train/agreement.csv``). Empty: none."""
 
     @property
     def trained_presets(self) -> list[str]:
@@ -1392,6 +1399,9 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             if learns_from_teacher and self.teacher[preset] is None:
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
 
+        unknown = [agent for agent in self.agreement if agent not in self.agents]
+        if unknown:
+            raise ValueError(f"agreement names {unknown}, which agents does not train")
         if self.ablation is not None:
             clash = sorted(set(self.ablation.variants) & set(get_args(AgentName)))
             if clash:

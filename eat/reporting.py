@@ -71,6 +71,7 @@ OPTIONAL = {
     "phases": "reports/train/phases.csv",
     "costs": "reports/train/costs.csv",
     "teacher": "reports/train/teacher.csv",
+    "agreement": "reports/train/agreement.csv",
 }
 """Inputs whose sections are left out (with a note) when they are missing."""
 
@@ -221,6 +222,7 @@ class Reports:
     phases: pd.DataFrame | None = None
     costs: pd.DataFrame | None = None
     teacher: pd.DataFrame | None = None
+    agreement: pd.DataFrame | None = None
     reference: str = "clairvoyant"
     """The gap-closed reference (``evaluate.reference`` of the repro)."""
     benchmarks: list[Benchmark] = field(default_factory=list)
@@ -837,6 +839,7 @@ def _section_targets(reports: Reports, agent: str = "eat", planner: str = "rollo
         "latency and quality",
     ]
     lines += [*table(header, rows), ""]
+    lines += _learned_rivals(metrics, agent)
     slo = reports.slo
     if slo is not None and agent in set(slo["scheduler"]):
         rows = []
@@ -880,6 +883,38 @@ def _section_targets(reports: Reports, agent: str = "eat", planner: str = "rollo
                 "",
             ]
     return lines
+
+
+def _learned_rivals(metrics: pd.DataFrame, agent: str) -> list[str]:
+    """``agent``'s mean reward minus every other evaluated learned agent's, rate by rate
+    (target: above each of them at every rate)."""
+    rivals = [name for name in AGENTS if name != agent and name in set(metrics["scheduler"])]
+    if not rivals:
+        return []
+    rows = []
+    for preset in _presets(metrics):
+        for rate in _rates(metrics, preset):
+            mine = _row(metrics, preset, agent, rate)
+            if mine is None:
+                continue
+            cells = []
+            for rival in rivals:
+                theirs = _row(metrics, preset, rival, rate)
+                if theirs is None:
+                    cells.append("n/a")
+                    continue
+                gain = float(mine["reward_mean"]) - float(theirs["reward_mean"])
+                cells.append(f"{fmt_signed(gain)} ({'met' if gain > 0 else 'missed'})")
+            rows.append([f"`{preset}`", fmt_rate(rate), *cells])
+    header = ["preset", "rate (tasks/s)", *(f"above `{rival}`" for rival in rivals)]
+    return [
+        f"`{agent}`'s mean reward minus each other learned agent's (target: above every "
+        "one of them at every rate; the third-party learners `ppo` and `maskable_ppo` make "
+        f"as many environment decisions in training as `{agent}`):",
+        "",
+        *table(header, rows),
+        "",
+    ]
 
 
 def _section_optimum(reports: Reports) -> list[str]:
@@ -1153,7 +1188,51 @@ def _section_phases(reports: Reports) -> list[str]:
                 ]
             )
     header = ["preset", "agent", "phase", "validation reward", "gain", "teacher"]
-    return lines + table(header, rows) + [""]
+    return lines + table(header, rows) + [""] + _agreement_table(reports.agreement)
+
+
+def _agreement_table(agreement: pd.DataFrame | None) -> list[str]:
+    """Where the output policy departs from its teacher (``train.agreement``)."""
+    if agreement is None or agreement.empty:
+        return []
+    rows = [
+        [
+            f"`{r.preset}`",
+            f"`{r.agent}` (seed {r.seed})",
+            f"`{r.teacher}`",
+            f"{int(r.decisions)}",
+            fmt_share(r.same_decision),
+            fmt_share(r.same_gate),
+            f"{fmt_share(r.teacher_waits)} / {fmt_share(r.learner_waits)}",
+            fmt_share(r.same_task),
+            fmt_share(r.same_servers),
+            f"{fmt_share(r.same_steps)} ({fmt(r.steps_error)})",
+        ]
+        for r in agreement.itertuples(index=False)
+    ]
+    header = [
+        "preset",
+        "policy",
+        "teacher",
+        "decisions",
+        "same decision",
+        "same wait or dispatch",
+        "waits: teacher / policy",
+        "same task",
+        "same servers",
+        "same steps (mean error)",
+    ]
+    return [
+        "Where the output policy departs from its teacher: the policy drives the "
+        "validation episodes, and at each of its decisions the teacher is asked in the "
+        "same state. Shares of agreement: of all decisions (the whole decision; wait or "
+        "dispatch), of those where both dispatch (the task), and of those where both "
+        "dispatch the same task (servers; steps, with the mean absolute difference in "
+        "steps).",
+        "",
+        *table(header, rows),
+        "",
+    ]
 
 
 def _section_generalisation(reports: Reports) -> list[str]:

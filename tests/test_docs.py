@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -234,6 +235,59 @@ def test_results_page_compares_eat_with_the_best_heuristic_and_random():
     text = render_results(small_reports(eat_vs_baselines=comparison))
     assert "| 0.01 | 36.3 [33.5, 39.3] | 36.6 [32.8, 40.5] | `fifo` 58.5 [48.7, 68.8] |" in text
     assert "| 0.01 | +0.8%, reward -0.25 | `fifo`: +37.9%, reward +0.50 |" in text
+
+
+def test_the_targets_compare_eat_with_every_other_learned_agent_rate_by_rate():
+    metrics = small_metrics()
+    for rate, reward in ((0.01, 7.0), (0.05, 8.5)):  # below eat's 8.0, then above it
+        metrics[f"paper/ppo/{rate:g}"] = {**metrics[f"paper/eat/{rate:g}"], "reward_mean": reward}
+    text = render_results(dataclasses.replace(small_reports(), metrics=metrics_frame(metrics)))
+    assert "| preset | rate (tasks/s) | above `ppo` |" in text
+    assert "| `paper` | 0.01 | +1.00 (met) |" in text
+    assert "| `paper` | 0.05 | -0.500 (missed) |" in text
+    # without another learned agent there is no such table
+    assert "above `" not in render_results(small_reports())
+
+
+def test_the_phase_section_shows_where_the_policy_departs_from_its_teacher():
+    phases = pd.DataFrame(
+        [
+            {
+                "preset": "edge",
+                "agent": "eat",
+                "seed": 0,
+                "phase": "bc",
+                "val_reward": 11.5,
+                "gain": float("nan"),
+                "teacher_val_reward": 12.0,
+            }
+        ]
+    )
+    agreement = pd.DataFrame(
+        [
+            {
+                "preset": "edge",
+                "agent": "eat",
+                "seed": 0,
+                "teacher": "rollout",
+                "decisions": 1733.0,
+                "same_decision": 0.364,
+                "same_gate": 0.883,
+                "same_task": 0.983,
+                "same_servers": 0.882,
+                "same_steps": 0.436,
+                "steps_error": 1.033,
+                "teacher_waits": 0.146,
+                "learner_waits": 0.077,
+            }
+        ]
+    )
+    text = render_results(small_reports(phases=phases, agreement=agreement))
+    assert (
+        "| `edge` | `eat` (seed 0) | `rollout` | 1733 | 36% | 88% | 15% / 8% | 98% | 88% | 44% (1.03) |"
+        in text
+    )
+    assert "same steps (mean error)" not in render_results(small_reports(phases=phases))
 
 
 def _write_repo(root: Path, *, benchmark: dict | None = None) -> None:

@@ -100,7 +100,13 @@ def test_missing_key(raw):
             r"evaluate\.scale\.versus 'metro' is not in env\.presets",
         ),
         (
-            lambda r: r["evaluate"]["scale"]["schedulers"].append("maskable_ppo"),
+            lambda r: (
+                r["evaluate"].__setitem__(
+                    "schedulers", [s for s in r["evaluate"]["schedulers"] if s != "maskable_ppo"]
+                ),
+                r["evaluate"]["generalisation"].__setitem__("schedulers", ["greedy", "eat"]),
+                r["evaluate"]["scale"]["schedulers"].append("maskable_ppo"),
+            ),
             r"evaluate\.scale\.schedulers has \['maskable_ppo'\], not among evaluate\.schedulers",
         ),
         (  # the planner scenario of evaluate.scale runs rollout on metro

@@ -111,11 +111,17 @@ def test_quick_repro_writes_every_output_and_metric(reproduced: Path, env):
     for agent in ("eat", "d2sac", "sac"):
         assert (paths.models / "paper" / agent / "seed0" / "actor.pt").exists()
         assert metrics[f"paper/{agent}/{first_rate:g}"]["n_train_seeds"] == 1
+    for agent in ("ppo", "maskable_ppo"):  # the third-party learners, in the default matrix
+        assert (paths.models / "edge" / agent / "seed0" / "policy.pt").exists()
+        assert metrics[f"edge/{agent}/{rates['edge'][0]:g}"]["n_train_seeds"] == 1
     assert (paths.evaluate.results / "eat_vs_baselines.csv").exists()
     assert (plots / "ablation.png").stat().st_size > 10_000
     assert (paths.train.artifacts / "paper_training.png").stat().st_size > 10_000
     train_summary = json.loads(paths.train.metrics.read_text())
     assert train_summary["paper/eat"]["n_seeds"] == 1
+    for preset in params["train"]["presets"]:  # eat against its teacher, decision by decision
+        agreement = train_summary["agreement"][f"{preset}/eat"]
+        assert agreement["decisions"] > 0 and 0.0 <= agreement["same_gate"] <= 1.0
     testbed = json.loads(paths.testbed.metrics.read_text())
     assert set(testbed["schedulers"]) == set(params["testbed"]["schedulers"])
     assert testbed["failures"] == 0

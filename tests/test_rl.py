@@ -18,6 +18,7 @@ import yaml
 
 from eat.evaluation.runner import run_episode
 from eat.params import ParamsError, load_params, validate_params
+from eat.schedulers.rl import SB3_AGENTS
 from eat.schedulers.rl.actors import make_actor
 from eat.schedulers.rl.agent import RLScheduler, load_actor, load_scheduler, save_actor
 from eat.schedulers.rl.diffusion import DDPMScheduler, make_betas
@@ -34,6 +35,7 @@ from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import Simulator
 from eat.training.loop import RunInterrupted, resolve_runs, train_run, validate, write_run
 from eat.training.matrix import run_matrix
+from eat.training.sb3 import resolve_sb3_runs
 from tests.conftest import REPO, tweak
 
 torch.set_num_threads(1)
@@ -430,9 +432,9 @@ def test_decision_loss_scores_what_the_action_decodes_to():
     assert loss([-2.0, *base[1:]]) > loss(base)
     # a teacher that waits: only the gate matters
     wait = torch.full_like(demo, -0.95)
-    assert float(decision_loss(torch.tensor([[-3.0, 5, 5, 5, -5, 5, 5, 5]]), wait, mask, layout)) == (
-        pytest.approx(float(F.softplus(torch.tensor(-3.0))))
-    )
+    assert float(
+        decision_loss(torch.tensor([[-3.0, 5, 5, 5, -5, 5, 5, 5]]), wait, mask, layout)
+    ) == (pytest.approx(float(F.softplus(torch.tensor(-3.0)))))
 
 
 def test_policy_trained_on_4_servers_runs_on_8(params, trained_paper, tmp_path):
@@ -541,7 +543,12 @@ def test_run_specs_cover_the_matrix_and_ablation(params):
     specs = resolve_runs(params)
     train = params.train
     main = [s for s in specs if s.agent in train.agents and s.preset_name in train.presets]
-    assert len(main) == len(train.agents) * len(train.presets) * train.n_seeds >= 5 * 3
+    sac_agents = [agent for agent in train.agents if agent not in SB3_AGENTS]
+    assert len(main) == len(sac_agents) * len(train.presets) * train.n_seeds >= 5 * 3
+    sb3_runs = resolve_sb3_runs(params)  # the third-party learners, beside these
+    assert (
+        len(sb3_runs) == (len(train.agents) - len(sac_agents)) * len(train.presets) * train.n_seeds
+    )
     scaled = [s for s in specs if s.preset_name == train.scale.preset]
     assert len(scaled) == len(train.scale.agents) * train.scale.n_seeds
     assert {s.preset.workload.total_tasks for s in scaled} == {train.scale.tasks}

@@ -2,7 +2,8 @@
 
 :func:`train` trains the runs into ``models/`` and returns the run table and the
 validation curves; :func:`summarise` turns them into the stage's metrics; :func:`run`
-writes the run table, the curves (CSV for ``dvc plots``) and the figures.
+writes the run table, the curves (CSV for ``dvc plots``), the phase and teacher tables,
+the policies' agreement with their teacher (:func:`agreement_table`) and the figures.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 import pandas as pd
 
 from eat.params import Params
+from eat.schedulers.rl.agent import load_scheduler
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths, model_dir
+from eat.training.agreement import AGREEMENT_FIELDS, teacher_agreement
 from eat.training.figures import phase_gains, phase_order, sac_curves, training_curves
-from eat.training.loop import CURVES_FILE, resolve_runs, teacher_validation
+from eat.training.loop import CURVES_FILE, make_teacher, resolve_runs, teacher_validation
 from eat.training.matrix import train_matrix
 
 
@@ -68,6 +71,38 @@ def teacher_scores(params: Params) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["preset", "teacher", "reward", "latency", "quality"])
 
 
+def agreement_table(params: Params, models: Path) -> pd.DataFrame:
+    """``train.agreement``: each named agent's output policy of the first training seed
+    against its teacher, decision by decision, on the run's validation episodes (one row
+    per preset of ``train.presets`` and agent; :mod:`eat.training.agreement`)."""
+    first_seed = params.seeds.train[0]
+    rows = []
+    for spec in resolve_runs(params, include_ablation=False):
+        if (
+            spec.agent not in params.train.agreement
+            or spec.preset_name not in params.train.presets
+            or spec.config.seed != first_seed
+        ):
+            continue
+        teacher = make_teacher(spec)
+        if teacher is None:
+            continue
+        learner = load_scheduler(model_dir(models, spec.preset_name, spec.agent, first_seed))
+        agreement = teacher_agreement(
+            spec.preset, learner, teacher, spec.rates, spec.validation_seeds
+        )
+        rows.append(
+            {
+                "preset": spec.preset_name,
+                "agent": spec.agent,
+                "seed": first_seed,
+                "teacher": spec.teacher,
+                **agreement,
+            }
+        )
+    return pd.DataFrame(rows, columns=["preset", "agent", "seed", "teacher", *AGREEMENT_FIELDS])
+
+
 def phase_table(runs: pd.DataFrame, teachers: pd.DataFrame) -> pd.DataFrame:
     """What each training phase adds: one row per run and phase (``bc``, ``dagger<r>``,
     ``sac``: the best validation of SAC) with its validation reward, the teacher's on
@@ -79,12 +114,16 @@ def phase_table(runs: pd.DataFrame, teachers: pd.DataFrame) -> pd.DataFrame:
     phase_columns = [p for p in phase_columns if p not in ("final",)]
     value_columns = [f"{p}_val_reward" for p in phase_columns]
     # melt only the phase columns: the run table's own ``val_reward`` would clash
-    long = runs[["preset", "agent", "seed", *value_columns]].melt(
-        id_vars=["preset", "agent", "seed"],
-        value_vars=value_columns,
-        var_name="phase",
-        value_name="val_reward",
-    ).dropna(subset=["val_reward"])
+    long = (
+        runs[["preset", "agent", "seed", *value_columns]]
+        .melt(
+            id_vars=["preset", "agent", "seed"],
+            value_vars=value_columns,
+            var_name="phase",
+            value_name="val_reward",
+        )
+        .dropna(subset=["val_reward"])
+    )
     long["phase"] = long["phase"].str.removesuffix("_val_reward")
     long["order"] = long["phase"].map(phase_order)
     long = long.sort_values(["preset", "agent", "seed", "order"]).drop(columns="order")
@@ -131,6 +170,8 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     write_csv(teachers, stage.results / "teacher.csv")
     phases = phase_table(training.runs, teachers)
     write_csv(phases, stage.results / "phases.csv")
+    agreement = agreement_table(params, paths.models)
+    write_csv(agreement, stage.results / "agreement.csv")
     for preset, frame in phases.groupby("preset"):
         phase_gains(frame, str(preset), path=stage.artifacts / f"{preset}_phases.png")
     for preset, frame in training.curves.groupby("preset"):
@@ -147,6 +188,12 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     summary["teacher"] = {
         row["preset"]: {"teacher": row["teacher"], "val_reward": row["reward"]}
         for row in teachers.to_dict("records")
+    }
+    summary["agreement"] = {
+        f"{row['preset']}/{row['agent']}": {
+            field: None if pd.isna(row[field]) else row[field] for field in AGREEMENT_FIELDS
+        }
+        for row in agreement.to_dict("records")
     }
     write_json(stage.metrics, summary)
     return summary
