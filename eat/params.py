@@ -1399,6 +1399,9 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             if learns_from_teacher and self.teacher[preset] is None:
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
 
+        repeated = sorted({agent for agent in self.agents if self.agents.count(agent) > 1})
+        if repeated:
+            raise ValueError(f"agents lists {repeated} more than once (one set of runs each)")
         unknown = [agent for agent in self.agreement if agent not in self.agents]
         if unknown:
             raise ValueError(f"agreement names {unknown}, which agents does not train")

@@ -21,12 +21,13 @@ from eat.evaluation.generalisation import (
     scaled_servers,
 )
 from eat.params import ParamsError, apply_overrides, validate_params
-from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl import AGENTS, SB3_AGENTS
 from eat.schedulers.rl.agent import build_actor, save_actor
 from eat.sim import Encoder, Simulator
 from eat.stages import evaluate
 from eat.stages.paths import Paths, model_dir
 from eat.training.loop import sac_config
+from eat.training.sb3 import resolve_sb3_runs, train_sb3_run, write_sb3_run
 from tests.conftest import REPO, tweak
 
 TINY = {
@@ -229,3 +230,36 @@ def test_params_reject_planners_seen_gpus_and_clusters_too_small():
         )
     none = apply_overrides(raw, {"evaluate": {"generalisation": None}})
     assert validate_params(none).evaluate.generalisation is None
+
+
+def test_the_third_party_learners_run_where_their_policy_reads_the_cluster(tmp_path):
+    """``ppo`` and ``maskable_ppo`` (an MLP on the flattened observation; MaskablePPO on a
+    discrete table of the cluster's gangs) run on the scenarios of their training
+    cluster's shape and are marked not applicable, with the reason, elsewhere."""
+    raw = apply_overrides(raw_params(), TINY)
+    raw["evaluate"]["generalisation"]["schedulers"] = ["fifo", "greedy", *SB3_AGENTS]
+    params = validate_params(raw)
+    tiny_run = {"device": "cpu", "decisions": 64, "n_steps": 64, "batch_size": 32}
+    for spec in resolve_sb3_runs(params):
+        if spec.preset_name != "edge" or spec.config.seed != params.seeds.train[0]:
+            continue
+        spec.config = spec.config.model_validate(
+            {**spec.config.model_dump(), **tiny_run, "n_epochs": 1, "eval_every": 64}
+        )
+        spec.validation_seeds, spec.rates = spec.validation_seeds[:1], spec.rates[:1]
+        write_sb3_run(train_sb3_run(spec), tmp_path / "models")
+    run = run_generalisation(params, "edge", tmp_path / "models", tmp_path / "work", progress=False)
+    for agent in SB3_AGENTS:
+        assert ("servers_4", agent) in run.not_applicable
+        assert "MLP policy" in run.not_applicable[("servers_4", agent)]
+        assert ("training", agent) not in run.not_applicable
+    table = relative_table(
+        run, ["fifo", "greedy", *SB3_AGENTS], confidence=0.95, n_resamples=50, seed=1000
+    )
+    assert len(table) == len(run.scenarios) * 4  # none dropped
+    learned = table[table["scheduler"].isin(list(SB3_AGENTS))]
+    ran = learned[learned["applicable"]]
+    assert set(ran["scenario"]) >= {"training", "mmpp"}
+    assert np.isfinite(ran["reward_relative"].astype(float)).all()
+    skipped = learned[~learned["applicable"]]
+    assert len(skipped) == len(run.not_applicable) and (skipped["reason"] != "").all()

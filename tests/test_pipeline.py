@@ -205,7 +205,11 @@ def test_cli_reproduces_the_notebook_metrics(committed: Path, env, tmp_path):
     copy_env = in_copy(env, committed)
     root = tmp_path / "cli"
     shutil.copytree(committed / "models", root / "models")
-    run([sys.executable, "-m", "eat", "--root", str(root), "evaluate", "--no-progress"], committed, copy_env)
+    run(
+        [sys.executable, "-m", "eat", "--root", str(root), "evaluate", "--no-progress"],
+        committed,
+        copy_env,
+    )
     ours, pipeline = Paths(root).evaluate, Paths(committed).evaluate
     assert ours.metrics.read_bytes() == pipeline.metrics.read_bytes()
     for name in ("aggregate.csv", "eat_vs_baselines.csv", "ablation.csv", "warm_floor.csv"):

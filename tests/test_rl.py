@@ -534,6 +534,16 @@ def test_params_reject_unknown_and_untrained_agents():
     with pytest.raises(ParamsError, match=r"which train\.agents does not train"):
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["agents"] = ["eat", "sac", "eat"]
+    with pytest.raises(ParamsError, match=r"agents lists \['eat'\] more than once"):
+        validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["agreement"] = ["d2sac"]
+    raw["train"]["agents"] = ["eat", "sac"]
+    raw["evaluate"]["schedulers"] = [s for s in raw["evaluate"]["schedulers"] if s != "d2sac"]
+    with pytest.raises(ParamsError, match=r"agreement names \['d2sac'\], which agents does not"):
+        validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["init"] = "imitation"
     with pytest.raises(ParamsError, match=r"train\.init: .*'scratch'.*'bc'"):
         validate_params(raw)

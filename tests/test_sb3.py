@@ -54,7 +54,8 @@ RATES = {"paper": 0.05, "edge": 1.0}
 
 
 def with_sb3_agents(raw: dict) -> dict:
-    raw["train"]["agents"] = [*raw["train"]["agents"], *SB3_AGENTS]
+    agents = raw["train"]["agents"]
+    raw["train"]["agents"] = [*agents, *(agent for agent in SB3_AGENTS if agent not in agents)]
     return raw
 
 
@@ -237,6 +238,18 @@ def test_wait_is_masked_when_no_event_is_pending(paper):
         actions.dispatch(WAIT)
     sim.dispatch(actions.dispatch(1))  # the gang of 4 takes every server
     assert sim.n_free == 0
+
+
+def test_a_task_with_its_own_steps_runs_with_them_at_every_level(paper):
+    """A trace's request brings its steps: every steps level of its slot dispatches it
+    with those, as the continuous environment ignores its steps value."""
+    sim = Simulator(paper)
+    sim.reset([Task(0, 0.0, "sd14", 1440, math.inf, 4, steps=20)], None)
+    sim.advance()
+    actions = DiscreteActions(sim, spaced_steps(paper, 5))
+    dispatches = [actions.dispatch(action) for action in range(1, 6)]  # slot 0, every level
+    assert {d.steps for d in dispatches} == {20} and 20 not in actions.steps_levels
+    assert sim.fork(records=False).dispatch(dispatches[0]).steps == 20  # accepted
 
 
 def test_discrete_reset_draws_the_evaluation_workload_and_is_reproducible(params):
@@ -442,14 +455,14 @@ def test_decision_budget_is_eats_warm_start_and_sac_decisions(params, sb3_params
 
 
 def test_params_accept_the_learners_and_check_their_settings():
-    raw = with_sb3_agents(yaml.safe_load((REPO / "params.yaml").read_text()))
-    raw["evaluate"]["schedulers"] += ["ppo", "maskable_ppo"]
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(SB3_AGENTS) <= set(raw["train"]["agents"]) & set(raw["evaluate"]["schedulers"])
     validate_params(raw)
     raw["train"]["sb3"]["batch_size"] = 60
     with pytest.raises(ValueError, match=r"batch_size \(60\) must divide n_steps \(512\)"):
         validate_params(raw)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["evaluate"]["schedulers"] += ["ppo"]
+    raw["train"]["agents"] = [a for a in raw["train"]["agents"] if a != "ppo"]
     with pytest.raises(ValueError, match=r"has 'ppo', which train\.agents does not train"):
         validate_params(raw)
 

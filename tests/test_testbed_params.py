@@ -99,7 +99,7 @@ def test_learned_testbed_schedulers_must_be_trained(raw):
     raw["evaluate"]["schedulers"] = ["random", "clairvoyant", "fifo"]  # only the testbed asks
     broken = copy.deepcopy(raw)
     broken["testbed"]["schedulers"] = ["eat"]
-    broken["train"]["agents"] = ["sac"]
+    broken["train"].update(agents=["sac"], agreement=[])
     with pytest.raises(ParamsError, match=r"testbed\.schedulers has \['eat'\], which train"):
         validate_params(broken)
     broken = copy.deepcopy(raw)

@@ -44,7 +44,7 @@ import pandas as pd
 from eat.evaluation.sweep import SchedulerFactory, grid, run_sweep
 from eat.params import GpuMix, Params, PresetConfig, TraceScenario
 from eat.schedulers import SCHEDULERS
-from eat.schedulers.rl import AGENTS
+from eat.schedulers.rl import LEARNED_AGENTS
 from eat.sim.simulator import Simulator
 from eat.sim.traces import convert_gentd26, preset_for_trace, synthetic_gentd26
 
@@ -266,11 +266,13 @@ def not_applicable(
     factory: SchedulerFactory, agent: str, train_seed: int, preset: PresetConfig
 ) -> str | None:
     """Why the trained ``agent`` (its checkpoint of ``train_seed``) cannot run on
-    ``preset`` (None: it can): :meth:`~eat.schedulers.rl.agent.RLScheduler.misfit`."""
+    ``preset`` (None: it can): :meth:`~eat.schedulers.rl.agent.RLScheduler.misfit`, or
+    :meth:`~eat.schedulers.rl.sb3.Sb3Scheduler.misfit` for a third-party learner."""
     from eat.schedulers.rl.agent import RLScheduler  # torch only for learned agents
+    from eat.schedulers.rl.sb3 import Sb3Scheduler
 
     scheduler = factory.trained(agent, train_seed)
-    if not isinstance(scheduler, RLScheduler):
+    if not isinstance(scheduler, RLScheduler | Sb3Scheduler):
         raise TypeError(f"{agent!r} loaded as {type(scheduler).__name__}, not a trained agent")
     return scheduler.misfit(Simulator(preset))
 
@@ -309,7 +311,7 @@ def run_generalisation(
     scenarios = build_scenarios(params, preset_name, workdir)
     seeds = params.seeds.test[: spec.n_seeds]
     train_seeds = params.seeds.train[: spec.n_train_seeds]
-    agents = [name for name in spec.schedulers if name in AGENTS]
+    agents = [name for name in spec.schedulers if name in LEARNED_AGENTS]
     heuristics = [name for name in spec.schedulers if name in SCHEDULERS]
     factory = SchedulerFactory(params, preset_name, models_dir)
     frames, skipped = [], {}
@@ -408,7 +410,7 @@ def relative_table(
                 .to_numpy(float)
             )
             for name in schedulers:
-                learned = name in AGENTS
+                learned = name in LEARNED_AGENTS
                 row: dict[str, Any] = {
                     "preset": run.preset,
                     "scenario": scenario.name,

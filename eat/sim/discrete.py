@@ -8,7 +8,8 @@ levels`` actions, a number fixed by the preset:
 - action 0 waits for the next event;
 - action ``1 + (slot * gangs + gang) * levels + level`` dispatches the task in visible
   queue slot ``slot`` (oldest first) on gang choice ``gang`` with ``steps_levels[level]``
-  denoising steps.
+  denoising steps; a task with steps of its own (a trace's request) runs with those at
+  every level, as the continuous environment runs it whatever its steps value says.
 
 Gang choices (:data:`GANG_RULES`): where the preset's placement rule chooses the servers
 (``paper``: the task's own gang size on the reference rule's servers) there is one,
@@ -220,7 +221,8 @@ class DiscreteActions:
         task = self.sim.window()[meaning.slot]
         servers = self.gang(task, meaning.gang)
         assert servers is not None  # checked by problem()
-        return Dispatch(task.task_id, meaning.steps, servers)
+        steps = meaning.steps if task.steps is None else task.steps
+        return Dispatch(task.task_id, steps, servers)
 
     def describe(self) -> dict[str, Any]:
         """The table as plain data (saved with a policy trained on it)."""
