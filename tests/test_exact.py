@@ -333,7 +333,6 @@ def raw_params() -> dict:
     ("change", "message"),
     [
         ({"schedulers": ["random", "fifo"]}, r"must include \['clairvoyant'\]"),
-        ({"schedulers": ["random", "clairvoyant", "ppo"]}, r"has \['ppo'\], not among evaluate"),
         ({"presets": ["paper"]}, r"presets"),
         ({"tasks": 11}, r"evaluate.optimum.tasks \(11\) exceeds 10"),
         ({"episodes": 99}, r"evaluate.optimum.episodes \(99\) exceeds"),
@@ -343,6 +342,15 @@ def test_params_reject_a_bad_optimum_section(change, message):
     raw = raw_params()
     raw["evaluate"]["optimum"] |= change
     with pytest.raises((ParamsError, ValueError), match=message):
+        validate_params(raw)
+
+
+def test_params_reject_optimum_schedulers_the_evaluation_does_not_run():
+    raw = raw_params()
+    for section in (raw["evaluate"], raw["evaluate"]["generalisation"]):
+        section["schedulers"] = [name for name in section["schedulers"] if name != "ppo"]
+    raw["evaluate"]["optimum"]["schedulers"] = ["random", "clairvoyant", "ppo"]
+    with pytest.raises(ParamsError, match=r"has \['ppo'\], not among evaluate"):
         validate_params(raw)
 
 
