@@ -1122,7 +1122,7 @@ class ScaleTraining(_Strict):
 
     preset: Literal["metro"]
     """The large preset trained on."""
-    agents: list[Literal["eat", "d2sac", "sac"]] = Field(min_length=1)
+    agents: list[TaughtAgentName] = Field(min_length=1)
     """Agents trained on it (SAC-family: the third-party learners are not)."""
     n_seeds: PositiveInt
     """Training runs per agent (seeds.train[:n_seeds])."""

@@ -157,6 +157,16 @@ def small_reports(**optional) -> Reports:
     )
 
 
+def test_the_renderers_names_follow_the_packages_own():
+    """eat.reporting reads reports without importing the simulator or torch, so it keeps
+    its own copies of these names: they must stay those of the code that writes them."""
+    from eat.evaluation.scale import REFERENCE
+    from eat.schedulers.rl import LEARNED_AGENTS
+
+    assert reporting.AGENTS == LEARNED_AGENTS
+    assert reporting.SCALE_REFERENCE == REFERENCE
+
+
 def test_numbers_have_three_significant_digits_and_no_exponent():
     assert [fmt(v) for v in (156.4, 58.47, 0.26743, 1234.6, 9.996, 0.004567, 0)] == [
         "156",

@@ -54,8 +54,9 @@ def scale_episodes(
     """One row per episode of ``spec.preset`` with a ``scenario`` column: ``heuristics``
     (``spec.schedulers`` at every rate on ``seeds.test[:n_seeds]``; learned agents from
     their models trained on ``spec.versus``, and those ``train.scale`` trains on the
-    large preset as ``<agent>_<preset>``, :func:`trained_at_scale`) and ``planner`` (:func:`planner_schedulers`
-    at the middle rate on the first test seed, ``planner_tasks`` per episode)."""
+    large preset as ``<agent>_<preset>``, :func:`trained_at_scale`) and ``planner``
+    (:func:`planner_schedulers` at the middle rate on the first test seed,
+    ``planner_tasks`` per episode)."""
     from eat.schedulers.rl import LEARNED_AGENTS  # torch only when agents are named
 
     settings = {"parallel": parallel, "ray_address": ray_address, "num_cpus": num_cpus}
@@ -65,12 +66,14 @@ def scale_episodes(
     learned = [name for name in spec.schedulers if name in LEARNED_AGENTS]
     others = [name for name in spec.schedulers if name not in LEARNED_AGENTS]
     train_seeds = params.seeds.train[: spec.n_train_seeds]
+    shortened = base.with_tasks(spec.tasks)
+    own_factory = SchedulerFactory(params, spec.preset, models_dir)
     # the agents' models are the small preset's; the factory loads them by its name
     factory = SchedulerFactory(params, spec.versus, models_dir)
     jobs = grid(others, rates, seeds) + grid(learned, rates, seeds, train_seeds)
     heuristics = run_sweep(
         spec.preset,
-        base.with_tasks(spec.tasks),
+        shortened,
         jobs,
         factory,
         progress=progress,
@@ -83,9 +86,9 @@ def scale_episodes(
         # agents trained on the large preset itself, named apart from the small preset's
         scaled = run_sweep(
             spec.preset,
-            base.with_tasks(spec.tasks),
+            shortened,
             grid(list(own.values()), rates, seeds, own_train_seeds(params, spec)),
-            SchedulerFactory(params, spec.preset, models_dir),
+            own_factory,
             progress=progress,
             label=f"scale {spec.preset}, trained there",
             **settings,
@@ -99,7 +102,7 @@ def scale_episodes(
         spec.preset,
         base.with_tasks(spec.planner_tasks),
         grid(planner_schedulers(params, spec.preset), [middle], seeds[:1]),
-        SchedulerFactory(params, spec.preset, models_dir),
+        own_factory,
         progress=progress,
         label=f"scale {spec.preset} planner",
         **settings,

@@ -19,7 +19,7 @@ import numpy as np
 from eat.evaluation.runner import run_episode, scheduler_rng
 from eat.params import PresetConfig
 from eat.schedulers.base import Scheduler
-from eat.sim.simulator import Dispatch, Simulator
+from eat.sim.simulator import Dispatch, Outcome, Simulator
 
 AGREEMENT_FIELDS = (
     "decisions",
@@ -52,19 +52,18 @@ class Shadowed(Scheduler):
     def decide(self, sim: Simulator) -> Dispatch | None:
         decision = self.learner.decide(sim)
         label = self.teacher.decide(sim)
-        task_steps = None
-        if decision is not None:
-            task_steps = next(t.steps for t in sim.dispatchable() if t.task_id == decision.task_id)
-        self.pairs.append((_resolved(sim, decision), _resolved(sim, label), task_steps is None))
+        mine = None if decision is None else sim.preview(decision)
+        theirs = None if label is None else sim.preview(label)
+        steps_free = mine is None or mine.task.steps is None
+        self.pairs.append((_resolved(mine), _resolved(theirs), steps_free))
         return decision
 
 
-def _resolved(sim: Simulator, dispatch: Dispatch | None) -> tuple | None:
-    """``(task, servers, steps)`` of ``dispatch`` as the simulator would run it."""
-    if dispatch is None:
+def _resolved(outcome: Outcome | None) -> tuple | None:
+    """``(task, servers, steps)`` of a dispatch as the simulator would run it."""
+    if outcome is None:
         return None
-    outcome = sim.preview(dispatch)
-    return (dispatch.task_id, tuple(sorted(outcome.servers)), dispatch.steps)
+    return (outcome.task.task_id, tuple(sorted(outcome.servers)), outcome.steps)
 
 
 def summarise_pairs(pairs: Sequence[tuple[tuple | None, tuple | None, bool]]) -> dict[str, float]:

@@ -143,9 +143,10 @@ def training_preset(params: Params, name: str) -> PresetConfig:
 
 def resolve_runs(params: Params, *, include_ablation: bool = True) -> list[RunSpec]:
     """Every SAC run of ``params.train``: agents x presets x ``seeds.train[:n_seeds]``,
-    then the ablation variants on their preset, then the runs of ``train.scale`` (the third-party learners' runs are
-    :func:`eat.training.sb3.resolve_sb3_runs`). Training episodes draw their arrival rate
-    from the preset's evaluation sweep (``evaluate.rates``); the workloads differ."""
+    then the ablation variants on their preset, then the runs of ``train.scale`` (the
+    third-party learners' runs are :func:`eat.training.sb3.resolve_sb3_runs`). Training
+    episodes draw their arrival rate from the preset's evaluation sweep
+    (``evaluate.rates``); the workloads differ."""
     train = params.train
     validation = params.seeds.validation[: train.validation_seeds]
     runs: list[tuple[str, str, int, dict[str, Any]]] = []

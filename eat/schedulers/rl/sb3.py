@@ -155,42 +155,48 @@ class Sb3Scheduler(Scheduler):
         self.rng = rng
         self._bind(sim)
 
-    def misfit(self, sim: Simulator) -> str | None:
-        """Why the policy cannot read ``sim``'s observation or act on its discrete table,
-        or None when it can: an MLP policy needs the observation shape it was trained on
-        (tokens: queue window + servers + 1; columns: 13 + models), and MaskablePPO the
-        same discrete table."""
+    def _views(self, sim: Simulator) -> tuple[Encoder, DiscreteActions | None, str | None]:
+        """``sim``'s encoding and discrete table (None for ``ppo``), and why they do not
+        match the policy's (None when they do)."""
         encoder = Encoder(sim)
         where = f" on preset {self.trained_on!r}" if self.trained_on else ""
         shape = (encoder.n_tokens, encoder.n_features)
         if shape != self.policy.observation_space.shape:
             return (
+                encoder,
+                None,
                 f"scheduler {self.name!r} has an MLP policy trained{where} on observations of "
                 f"shape {self.policy.observation_space.shape} (tokens: queue window + servers "
                 f"+ 1, columns: 13 + models); this simulator's are {shape}. Train on this "
-                "cluster, or use an attention agent (eat), which reads any cluster size."
+                "cluster, or use an attention agent (eat), which reads any cluster size.",
             )
+        actions = None
         if self.action_view["kind"] == "discrete":
             actions = DiscreteActions(sim, self.action_view["steps_levels"])
             if actions.describe() != self.action_view:
                 return (
+                    encoder,
+                    actions,
                     f"scheduler {self.name!r} was trained{where} on the discrete actions "
-                    f"{self.action_view}; this simulator's are {actions.describe()}"
+                    f"{self.action_view}; this simulator's are {actions.describe()}",
                 )
-        return None
+        return encoder, actions, None
+
+    def misfit(self, sim: Simulator) -> str | None:
+        """Why the policy cannot read ``sim``'s observation or act on its discrete table,
+        or None when it can: an MLP policy needs the observation shape it was trained on
+        (tokens: queue window + servers + 1; columns: 13 + models), and MaskablePPO the
+        same discrete table."""
+        return self._views(sim)[2]
 
     def _bind(self, sim: Simulator) -> Encoder:
         """The encoding (and discrete table) of ``sim``, checked against the policy's
         (:meth:`misfit`)."""
         if self._encoder is not None and self._encoder.sim is sim:
             return self._encoder
-        problem = self.misfit(sim)
+        encoder, actions, problem = self._views(sim)
         if problem is not None:
             raise ValueError(problem)
-        encoder = Encoder(sim)
-        actions = None
-        if self.action_view["kind"] == "discrete":
-            actions = DiscreteActions(sim, self.action_view["steps_levels"])
         self._encoder, self._actions = encoder, actions
         return encoder
 
