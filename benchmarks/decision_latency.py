@@ -50,7 +50,7 @@ def agent_scheduler(params, preset: str, name: str, overrides: dict, models: Pat
         "action_size": encoder.action_size,
     }
     torch.manual_seed(0)
-    return RLScheduler(build_actor(config, shapes), name)
+    return RLScheduler(build_actor(config, shapes), name, completion=config.completion)
 
 
 def main(argv: list[str] | None = None) -> None:

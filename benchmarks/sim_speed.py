@@ -154,7 +154,8 @@ def eat_scheduler(params: Params, sim: Simulator) -> Scheduler:
         "action_size": encoder.action_size,
     }
     torch.manual_seed(0)
-    return RLScheduler(build_actor(config.model_copy(update={"device": "cpu"}), shapes), "eat")
+    actor = build_actor(config.model_copy(update={"device": "cpu"}), shapes)
+    return RLScheduler(actor, "eat", completion=config.completion)
 
 
 def mid_episode(preset: PresetConfig, params: Params, rate: float) -> Simulator:

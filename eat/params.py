@@ -1144,6 +1144,7 @@ class AblationSpec(_Strict):
 
 EncoderKind = Literal["attention", "mlp"]
 ActorKind = Literal["diffusion", "gaussian"]
+CompletionName = Literal["learned", "immediate_reward"]
 
 
 class SACConfig(_Strict):
@@ -1159,6 +1160,14 @@ class SACConfig(_Strict):
     """``attention`` (per-token actions, any cluster size) or ``mlp`` (flat)."""
     actor: ActorKind
     """``diffusion`` (DDPM chain + Gaussian head) or ``gaussian`` (plain SAC head)."""
+    completion: CompletionName
+    """How an action becomes a dispatch. ``learned``: every part of it is decoded from
+    the action (wait or dispatch, task, steps, gang size, servers;
+    :mod:`eat.sim.encoding`). ``immediate_reward``: the action decides whether to
+    dispatch and which task; that task's gang and steps are the ones with the highest
+    immediate reward (:class:`eat.schedulers.heuristics.RewardCompletion`, greedy's
+    search for one task), in training (the learner's own decisions) and wherever the
+    checkpoint is deployed."""
     width: PositiveInt
     """Attention: token embedding width; MLP encoder: its hidden width is twice this."""
     heads: PositiveInt

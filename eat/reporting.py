@@ -72,6 +72,7 @@ OPTIONAL = {
     "costs": "reports/train/costs.csv",
     "teacher": "reports/train/teacher.csv",
     "agreement": "reports/train/agreement.csv",
+    "completion": "reports/train/completion.csv",
 }
 """Inputs whose sections are left out (with a note) when they are missing."""
 
@@ -223,6 +224,7 @@ class Reports:
     costs: pd.DataFrame | None = None
     teacher: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
+    completion: pd.DataFrame | None = None
     reference: str = "clairvoyant"
     """The gap-closed reference (``evaluate.reference`` of the repro)."""
     benchmarks: list[Benchmark] = field(default_factory=list)
@@ -1188,7 +1190,38 @@ def _section_phases(reports: Reports) -> list[str]:
                 ]
             )
     header = ["preset", "agent", "phase", "validation reward", "gain", "teacher"]
-    return lines + table(header, rows) + [""] + _agreement_table(reports.agreement)
+    return (
+        lines
+        + table(header, rows)
+        + [""]
+        + _agreement_table(reports.agreement)
+        + _completion_table(reports.completion)
+    )
+
+
+def _completion_table(completion: pd.DataFrame | None) -> list[str]:
+    """The output policies completed each way (``completion``, ``train.agreement``)."""
+    if completion is None or completion.empty:
+        return []
+    names = [c.removesuffix("_reward") for c in completion if c.endswith("_reward")]
+    rows = []
+    for (preset, agent), part in completion.groupby(["preset", "agent"], sort=False):
+        cells = []
+        for name in names:
+            reward = part[f"{name}_reward"].astype(float)
+            cells.append(fmt_ci(reward.mean(), reward.min(), reward.max()))
+        rows.append([f"`{preset}`", f"`{agent}`", f"`{part['trained_with'].iloc[0]}`", *cells])
+    header = ["preset", "agent", "trained with", *(f"`{name}`" for name in names)]
+    return [
+        "How the output policies' actions become dispatches (`completion`): validation "
+        "reward of the same weights completed each way, mean over the training seeds "
+        "[min, max]. `learned`: every part of the dispatch decoded from the action; "
+        "`immediate_reward`: the action's wait-or-dispatch and task, that task's gang and "
+        "steps by the highest immediate reward.",
+        "",
+        *table(header, rows),
+        "",
+    ]
 
 
 def _agreement_table(agreement: pd.DataFrame | None) -> list[str]:

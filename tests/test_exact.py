@@ -245,7 +245,7 @@ def tiny_agent(params, edge0):
     result = train_run(spec)
     actor = build_actor(spec.config, result.shapes)
     actor.load_state_dict(result.actor_state)
-    return RLScheduler(actor, "eat")
+    return RLScheduler(actor, "eat", completion=spec.config.completion)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from eat.schedulers.heuristics import (
     FirstFitScheduler,
     GreedyScheduler,
     RandomScheduler,
+    RewardCompletion,
     TimingCache,
     WarmFirstScheduler,
     candidate_gangs,
@@ -266,6 +267,29 @@ def test_greedy_matches_brute_force_edge(edge0, settings):
         for steps in range(edge0.min_steps, edge0.max_steps + 1)
     )
     assert chosen == pytest.approx(best, abs=1e-9)
+
+
+def test_reward_completion_is_the_best_dispatch_of_the_chosen_task(edge0, settings):
+    sim = greedy_edge_state(edge0)
+    complete = RewardCompletion()
+    for task in sim.window():
+        # whatever gang and steps the policy asked for, the task is kept
+        asked = Dispatch(task.task_id, edge0.max_steps, next(free_subsets(sim, task)))
+        completed = complete(sim, asked)
+        best = max(
+            sim.preview(Dispatch(task.task_id, steps, gang)).reward
+            for gang in free_subsets(sim, task)
+            for steps in range(edge0.min_steps, edge0.max_steps + 1)
+        )
+        assert completed.task_id == task.task_id
+        assert sim.preview(completed).reward == pytest.approx(best, abs=1e-9)
+    # completing greedy's own choice of task gives greedy's dispatch (same tie-break)
+    chosen = GreedyScheduler(settings).decide(sim)
+    assert chosen is not None
+    asked = Dispatch(
+        chosen.task_id, edge0.min_steps, next(free_subsets(sim, sim.tasks[chosen.task_id]))
+    )
+    assert complete(sim, asked) == chosen
 
 
 def test_greedy_matches_brute_force_paper(paper, settings):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -122,6 +123,13 @@ def test_quick_repro_writes_every_output_and_metric(reproduced: Path, env):
     for preset in params["train"]["presets"]:  # eat against its teacher, decision by decision
         agreement = train_summary["agreement"][f"{preset}/eat"]
         assert agreement["decisions"] > 0 and 0.0 <= agreement["same_gate"] <= 1.0
+        # the same weights completed each way, the way they were trained named
+        completed = train_summary["completion"][f"{preset}/eat"]
+        trained_with = params["train"]["completion"]
+        if isinstance(trained_with, dict):
+            trained_with = trained_with[preset]
+        assert completed["trained_with"] == trained_with
+        assert all(np.isfinite(completed[f"{c}_reward"]) for c in ("learned", "immediate_reward"))
     testbed = json.loads(paths.testbed.metrics.read_text())
     assert set(testbed["schedulers"]) == set(params["testbed"]["schedulers"])
     assert testbed["failures"] == 0

@@ -32,8 +32,15 @@ from eat.schedulers.rl.networks import (
 from eat.schedulers.rl.sac import NStepAccumulator, ReplayBuffer, Transition
 from eat.sim.encoding import N_FEATURES, Encoder
 from eat.sim.env import EdgeClusterEnv
-from eat.sim.simulator import Simulator
-from eat.training.loop import RunInterrupted, resolve_runs, train_run, validate, write_run
+from eat.sim.simulator import Simulator, episode_rngs, make_tasks
+from eat.training.loop import (
+    RunInterrupted,
+    resolve_runs,
+    train_run,
+    validate,
+    validation_scores,
+    write_run,
+)
 from eat.training.matrix import run_matrix
 from eat.training.sb3 import resolve_sb3_runs
 from tests.conftest import REPO, tweak
@@ -511,6 +518,59 @@ def test_rl_scheduler_decisions_are_valid_on_edge(params):
     assert len(episode.tasks) == 20
     encoder_sim = Simulator(spec.preset)
     assert Encoder(encoder_sim).action_size == result.shapes["action_size"]
+
+
+def test_a_checkpoint_decides_with_the_completion_it_was_trained_with(params, tmp_path):
+    spec = tiny_spec(
+        params, preset="edge", completion="immediate_reward", total_steps=60, eval_every=60
+    )
+    result = train_run(spec)
+    scheduler = load_scheduler(write_run(result, tmp_path))
+    assert scheduler.completion_name == "immediate_reward"
+    # loaded anywhere, the output policy scores what the run's validation said it does
+    best = result.curves["val/reward"].max()
+    deployed = validation_scores(spec.preset, scheduler, spec.rates, spec.validation_seeds)
+    assert deployed["val/reward"] == best
+    # and the same weights with every part of the dispatch decoded decide otherwise
+    decoded = RLScheduler(scheduler.actor, "eat", completion="learned")
+    plain = validation_scores(spec.preset, decoded, spec.rates, spec.validation_seeds)
+    assert plain["val/reward"] != best
+    # every dispatch keeps the policy's wait-or-dispatch and task, on the best gang and steps
+    sim = Simulator(spec.preset)
+    tasks = make_tasks(sim, 1.0, episode_rngs(1000)[0])
+    sim.reset(tasks, episode_rngs(1000)[1])
+    sim.advance()
+    scheduler.reset(sim, np.random.default_rng(0))
+    decoded.reset(sim, np.random.default_rng(0))
+    checked = 0
+    while not sim.done and checked < 20:
+        own, completed = decoded.decide(sim), scheduler.decide(sim)
+        assert (own is None) == (completed is None)
+        if completed is None:
+            sim.wait()
+            continue
+        assert completed.task_id == own.task_id
+        assert sim.preview(completed).reward >= sim.preview(own).reward - 1e-9
+        sim.dispatch(completed)
+        sim.advance()
+        checked += 1
+    assert checked > 0
+
+
+def test_an_old_checkpoint_format_is_refused(params, tmp_path):
+    spec = tiny_spec(params)
+    _env, obs, _ = observation(params.env.paper)
+    from eat.schedulers.rl.agent import build_actor
+
+    shapes = {"n_tokens": obs.shape[0], "in_features": obs.shape[1], "action_size": 17}
+    save_actor(
+        tmp_path, build_actor(spec.config, shapes), spec.config, shapes, agent="eat", preset="paper"
+    )
+    record = json.loads((tmp_path / "config.json").read_text())
+    record["format"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="format 1 is not supported; expected 2"):
+        load_scheduler(tmp_path)
 
 
 # ---------------------------------------------------------------------------

@@ -398,6 +398,25 @@ class GreedyScheduler(Scheduler):
         return dispatch_table(sim, tasks, self.cache).best(self.TOLERANCE)
 
 
+class RewardCompletion:
+    """Completes a dispatch of a chosen task into that task's highest-immediate-reward
+    dispatch: greedy's search (:func:`dispatch_table`, every gang it can start on now x
+    every steps value, the same tie-break) restricted to the one task. A learned policy
+    that decides *when* to dispatch and *which* task (the non-myopic part, what a
+    planner teaches) leaves *how* (gang and steps, which the immediate reward ranks
+    exactly) to it: ``completion: immediate_reward`` of :class:`~eat.params.SACConfig`."""
+
+    def __init__(self) -> None:
+        self.cache = TimingCache()
+
+    def __call__(self, sim: Simulator, dispatch: Dispatch) -> Dispatch:
+        task = sim.tasks[dispatch.task_id]
+        best = dispatch_table(sim, [task], self.cache).best(GreedyScheduler.TOLERANCE)
+        if best is None:
+            raise ValueError(f"task {dispatch.task_id} cannot start now (t={sim.now})")
+        return best
+
+
 class EftOption:
     """EFT: one way to run a task: its gang and its start and finish times."""
 
@@ -739,6 +758,7 @@ __all__ = [
     "FirstFitScheduler",
     "GreedyScheduler",
     "RandomScheduler",
+    "RewardCompletion",
     "TimingCache",
     "WarmFirstScheduler",
     "affinity_order",

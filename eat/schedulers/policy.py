@@ -13,7 +13,9 @@ scheduler::
 
 The observation has the preset's ``model_slots`` model columns unless ``model_slots``
 says how many the policy was trained with (the identity slot assignment, as in every
-evaluation).
+evaluation). ``completion`` (a :data:`Completion`, such as
+:class:`~eat.schedulers.heuristics.RewardCompletion`) rewrites each decoded dispatch,
+for a policy trained to choose only when to dispatch and which task.
 """
 
 from __future__ import annotations
@@ -22,21 +24,44 @@ from collections.abc import Callable
 
 import numpy as np
 
+from eat.params import CompletionName
 from eat.schedulers.base import Scheduler
+from eat.schedulers.heuristics import RewardCompletion
 from eat.sim.encoding import Encoder
 from eat.sim.simulator import Dispatch, Simulator
 
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``policy(observation, action_mask) -> action`` in the environment's spaces."""
 
+Completion = Callable[[Simulator, Dispatch], Dispatch]
+"""``completion(sim, dispatch) -> dispatch``: the dispatch a decoded one becomes."""
+
+
+def make_completion(name: CompletionName) -> Completion | None:
+    """The completion called ``name`` (:attr:`eat.params.SACConfig.completion`); None
+    for ``learned``, which executes the decoded dispatch as it is."""
+    if name == "learned":
+        return None
+    if name == "immediate_reward":
+        return RewardCompletion()
+    raise ValueError(
+        f"completion {name!r} is not supported; choose 'learned' or 'immediate_reward'"
+    )
+
 
 class PolicyScheduler(Scheduler):
     """Decides with ``policy`` on the environment's observation (module docstring)."""
 
     def __init__(
-        self, policy: Policy, name: str = "policy", *, model_slots: int | None = None
+        self,
+        policy: Policy,
+        name: str = "policy",
+        *,
+        model_slots: int | None = None,
+        completion: Completion | None = None,
     ) -> None:
         self.policy = policy
+        self.completion = completion
         self.name = name  # type: ignore[misc]  # an instance name, unlike the heuristics'
         self.model_slots = model_slots
         """Model columns of the policy's observations (None: the preset's)."""
@@ -58,4 +83,7 @@ class PolicyScheduler(Scheduler):
         return np.asarray(self.policy(encoder.observe(), encoder.action_mask()))
 
     def decide(self, sim: Simulator) -> Dispatch | None:
-        return self.encoder(sim).decode(self.action(sim))
+        dispatch = self.encoder(sim).decode(self.action(sim))
+        if dispatch is None or self.completion is None:
+            return dispatch
+        return self.completion(sim, dispatch)

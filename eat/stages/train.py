@@ -3,24 +3,31 @@
 :func:`train` trains the runs into ``models/`` and returns the run table and the
 validation curves; :func:`summarise` turns them into the stage's metrics; :func:`run`
 writes the run table, the curves (CSV for ``dvc plots``), the phase and teacher tables,
-the policies' agreement with their teacher (:func:`agreement_table`) and the figures.
+the policies' agreement with their teacher (:func:`agreement_table`), what their
+completion adds (:func:`completion_table`) and the figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 
-from eat.params import Params
-from eat.schedulers.rl.agent import load_scheduler
+from eat.params import CompletionName, Params
+from eat.schedulers.rl.agent import RLScheduler, load_actor, load_scheduler
 from eat.stages.common import setup_logging, write_csv, write_json
 from eat.stages.paths import Paths, model_dir
 from eat.training.agreement import AGREEMENT_FIELDS, teacher_agreement
 from eat.training.figures import phase_gains, phase_order, sac_curves, training_curves
-from eat.training.loop import CURVES_FILE, make_teacher, resolve_runs, teacher_validation
+from eat.training.loop import (
+    CURVES_FILE,
+    make_teacher,
+    resolve_runs,
+    teacher_validation,
+    validation_scores,
+)
 from eat.training.matrix import train_matrix
 
 
@@ -103,6 +110,35 @@ def agreement_table(params: Params, models: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["preset", "agent", "seed", "teacher", *AGREEMENT_FIELDS])
 
 
+COMPLETIONS: tuple[str, ...] = get_args(CompletionName)
+
+
+def completion_table(params: Params, models: Path) -> pd.DataFrame:
+    """``train.agreement``: every output policy of each named agent (every training seed,
+    every preset of ``train.presets``) on its run's validation episodes, completed as it
+    was trained and with every other completion (``completion`` of
+    :class:`~eat.params.SACConfig`): one row per run, ``<completion>_reward`` the mean
+    validation reward with that completion."""
+    rows = []
+    for spec in resolve_runs(params, include_ablation=False):
+        if spec.agent not in params.train.agreement or spec.preset_name not in params.train.presets:
+            continue
+        actor, _ = load_actor(model_dir(models, spec.preset_name, spec.agent, spec.config.seed))
+        row: dict[str, Any] = {
+            "preset": spec.preset_name,
+            "agent": spec.agent,
+            "seed": spec.config.seed,
+            "trained_with": spec.config.completion,
+        }
+        for completion in COMPLETIONS:
+            scheduler = RLScheduler(actor, spec.agent, completion=completion)
+            scores = validation_scores(spec.preset, scheduler, spec.rates, spec.validation_seeds)
+            row[f"{completion}_reward"] = scores["val/reward"]
+        rows.append(row)
+    columns = ["preset", "agent", "seed", "trained_with", *(f"{c}_reward" for c in COMPLETIONS)]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def phase_table(runs: pd.DataFrame, teachers: pd.DataFrame) -> pd.DataFrame:
     """What each training phase adds: one row per run and phase (``bc``, ``dagger<r>``,
     ``sac``: the best validation of SAC) with its validation reward, the teacher's on
@@ -172,6 +208,8 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     write_csv(phases, stage.results / "phases.csv")
     agreement = agreement_table(params, paths.models)
     write_csv(agreement, stage.results / "agreement.csv")
+    completion = completion_table(params, paths.models)
+    write_csv(completion, stage.results / "completion.csv")
     for preset, frame in phases.groupby("preset"):
         phase_gains(frame, str(preset), path=stage.artifacts / f"{preset}_phases.png")
     for preset, frame in training.curves.groupby("preset"):
@@ -194,6 +232,13 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
             field: None if pd.isna(row[field]) else row[field] for field in AGREEMENT_FIELDS
         }
         for row in agreement.to_dict("records")
+    }
+    summary["completion"] = {
+        f"{preset}/{agent}": {
+            "trained_with": frame["trained_with"].iloc[0],
+            **{f"{c}_reward": float(frame[f"{c}_reward"].mean()) for c in COMPLETIONS},
+        }
+        for (preset, agent), frame in completion.groupby(["preset", "agent"], sort=False)
     }
     write_json(stage.metrics, summary)
     return summary

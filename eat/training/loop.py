@@ -14,6 +14,8 @@ One run (:func:`train_run`) is CleanRL's loop around :class:`~eat.schedulers.rl.
 3. SAC: act (sampled actions), label the state with the teacher's decision when
    ``bc_weight > 0``, store time-aware n-step transitions, update
    ``updates_per_step`` times per decision;
+   the learner's own decisions (DAgger's and SAC's) are completed by ``completion``
+   as the deployed checkpoint completes them, the teacher's run as they are;
 4. every ``eval_every`` decisions: deterministic validation episodes on
    ``seeds.validation`` at every training rate (simulator reward, latency, quality);
    the best policy by ``select_by`` is the run's output;
@@ -57,6 +59,7 @@ from eat.params import (
 )
 from eat.schedulers import make_scheduler
 from eat.schedulers.base import Scheduler
+from eat.schedulers.policy import make_completion
 from eat.schedulers.rl import AGENTS, SB3_AGENTS
 from eat.schedulers.rl.agent import RLScheduler, build_actor, save_actor
 from eat.schedulers.rl.sac import (
@@ -250,9 +253,8 @@ def validation_scores(
 def validate(actor: torch.nn.Module, spec: RunSpec, device: str) -> dict[str, float]:
     """Deterministic episodes on the validation seeds at every training rate."""
     was_training = actor.training  # before RLScheduler, which puts the actor in eval mode
-    scores = validation_scores(
-        spec.preset, RLScheduler(actor, spec.agent, device), spec.rates, spec.validation_seeds
-    )
+    scheduler = RLScheduler(actor, spec.agent, device, completion=spec.config.completion)
+    scores = validation_scores(spec.preset, scheduler, spec.rates, spec.validation_seeds)
     actor.train(was_training)
     return scores
 
@@ -364,6 +366,7 @@ def train_run(
     buffer = ReplayBuffer(config.buffer_size, obs.shape, action_size, rng)
     nstep = NStepAccumulator(config.n_step, config.gamma, config.discount_time_s)
     teacher = make_teacher(spec)
+    completion = make_completion(config.completion)
     progress = Progress(next_eval_step=config.eval_every)
     best_actor: dict | None = None
     resume_path = checkpoint_dir / RESUME_FILE if checkpoint_dir is not None else None
@@ -422,6 +425,14 @@ def train_run(
         sac.actor.train(was_training)
         return out.action[0].cpu().numpy()
 
+    def learner_step(action: np.ndarray) -> tuple:
+        """``env.step`` of the learner's action, completed as deployment completes it
+        (the teacher's own decisions run as they are)."""
+        dispatch = env.encoder.decode(action)
+        if dispatch is not None and completion is not None:
+            dispatch = completion(env.sim, dispatch)
+        return env.apply(dispatch)
+
     def store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated):
         for transition in nstep.push(
             obs,
@@ -455,8 +466,12 @@ def train_run(
         while not done:
             label = teacher_action()
             assert label is not None
-            action = learner_action(obs) if learner_acts else label
-            next_obs, reward, terminated, truncated, next_info = env.step(action)
+            if learner_acts:
+                action = learner_action(obs)
+                next_obs, reward, terminated, truncated, next_info = learner_step(action)
+            else:
+                action = label
+                next_obs, reward, terminated, truncated, next_info = env.step(action)
             store(obs, info, action, label, reward, next_obs, next_info, terminated, truncated)
             progress.warm_start_decisions += 1
             done = terminated or truncated
@@ -540,7 +555,7 @@ def train_run(
                 out = sac.actor(_as_tensor(obs, device), mask.unsqueeze(0))
             action = out.action[0].cpu().numpy()
         demo = teacher_action() if label_sac else None
-        next_obs, reward, terminated, truncated, next_info = env.step(action)
+        next_obs, reward, terminated, truncated, next_info = learner_step(action)
         store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated)
         episode_return += reward
         episode_length += 1

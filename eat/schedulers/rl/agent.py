@@ -3,6 +3,9 @@
 A checkpoint is a folder: ``config.json`` (the agent's name, preset, every
 hyperparameter of :class:`~eat.schedulers.rl.sac.SACConfig`, the observation shapes it was
 trained on and the package versions) next to ``actor.pt`` (the actor's weights).
+How the actor's actions become dispatches (``completion`` of
+:class:`~eat.params.SACConfig`) is part of the config, so a checkpoint decides alike
+wherever it is loaded.
 :func:`load_actor` rebuilds the actor from the config alone, so a checkpoint is
 self-describing (diffusers' ``register_to_config``). The resumable training state
 (critics, optimisers, replay buffer, random states) is a separate ``resume.pt`` written
@@ -18,8 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from eat.params import SACConfig
-from eat.schedulers.policy import PolicyScheduler
+from eat.params import CompletionName, SACConfig
+from eat.schedulers.policy import PolicyScheduler, make_completion
 from eat.schedulers.rl.actors import DiffusionActor, GaussianActor
 from eat.schedulers.rl.sac import build_actor
 from eat.sim.encoding import N_FEATURES, server_token_count
@@ -28,7 +31,7 @@ from eat.sim.simulator import Simulator
 if TYPE_CHECKING:
     from eat.schedulers.rl.sb3 import Sb3Scheduler
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "actor.pt"
 
@@ -85,8 +88,9 @@ class RLScheduler(PolicyScheduler):
     ``decide`` observes the simulator exactly as the Gymnasium environment does
     (:class:`~eat.sim.encoding.Encoder`, with the model slots the actor was built for and
     the identity slot assignment), runs the actor deterministically (the diffusion
-    chain's mean path, ``a = tanh(mu)``) and decodes the action, so every evaluation runs
-    it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
+    chain's mean path, ``a = tanh(mu)``) and decodes the action, completed as the actor
+    was trained (``completion``: :func:`~eat.schedulers.policy.make_completion`), so every
+    evaluation runs it through :func:`eat.evaluation.runner.run_episode` like a heuristic.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class RLScheduler(PolicyScheduler):
         device: str = "cpu",
         *,
         trained_on: str | None = None,
+        completion: CompletionName = "learned",
     ) -> None:
         self.actor = actor.eval()
         self.device = device
@@ -103,8 +108,12 @@ class RLScheduler(PolicyScheduler):
         """The preset the actor was trained on (for error messages)."""
         config = self.actor.encoder.config
         super().__init__(
-            self._deterministic_action, name, model_slots=config["in_features"] - N_FEATURES
+            self._deterministic_action,
+            name,
+            model_slots=config["in_features"] - N_FEATURES,
+            completion=make_completion(completion),
         )
+        self.completion_name = completion
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
         problem = self.misfit(sim)
@@ -164,7 +173,13 @@ def load_scheduler(
         if is_sb3_checkpoint(json.loads(config_path.read_text())):
             return load_sb3_scheduler(directory, name, device)
     actor, record = load_actor(directory, device)
-    return RLScheduler(actor, name or record["agent"], device, trained_on=record.get("preset"))
+    return RLScheduler(
+        actor,
+        name or record["agent"],
+        device,
+        trained_on=record.get("preset"),
+        completion=record["sac"]["completion"],
+    )
 
 
 __all__ = [
