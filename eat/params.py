@@ -1077,6 +1077,11 @@ class EvaluateSection(_Strict):
 
     @model_validator(mode="after")
     def _reference(self) -> EvaluateSection:
+        repeated = sorted({name for name in self.schedulers if self.schedulers.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"schedulers lists {repeated} more than once (one set of results each)"
+            )
         missing = [name for name in ("random", self.reference) if name not in self.schedulers]
         if missing:
             raise ValueError(
@@ -1414,6 +1419,12 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
         unknown = [agent for agent in self.agreement if agent not in self.agents]
         if unknown:
             raise ValueError(f"agreement names {unknown}, which agents does not train")
+        untaught = [preset for preset in self.presets if self.teacher.get(preset) is None]
+        if self.agreement and untaught:
+            raise ValueError(
+                f"agreement compares policies with their teacher, and presets {untaught} "
+                "have none (teacher: null); set a teacher there or leave agreement empty"
+            )
         if self.ablation is not None:
             clash = sorted(set(self.ablation.variants) & set(get_args(AgentName)))
             if clash:

@@ -215,3 +215,19 @@ def test_the_horizon_is_resolved_per_preset(params):
     assert make_planner("rollout", planners, "paper").horizon == 16
     with pytest.raises(ValueError, match="horizon has no value for preset 'metro'"):
         make_planner("rollout", planners, "metro")
+
+
+def test_the_training_teacher_is_the_evaluated_planner(params):
+    from eat.training.loop import make_teacher, resolve_runs
+
+    for spec in resolve_runs(params, include_ablation=False):
+        if spec.teacher != "rollout" or spec.agent != "eat" or spec.config.seed != 0:
+            continue
+        teacher, planner = make_teacher(spec), make_planner("rollout", params, spec.preset_name)
+        assert isinstance(teacher, RolloutScheduler) and teacher.name == planner.name
+        assert (teacher.base.name, teacher.horizon, teacher.search) == (
+            planner.base.name,
+            planner.horizon,
+            planner.search,
+        )
+        assert not teacher.clairvoyant

@@ -607,6 +607,21 @@ def test_params_reject_unknown_and_untrained_agents():
     raw["train"]["init"] = "imitation"
     with pytest.raises(ParamsError, match=r"train\.init: .*'scratch'.*'bc'"):
         validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["evaluate"]["schedulers"] = [*raw["evaluate"]["schedulers"], "greedy"]
+    with pytest.raises(ParamsError, match=r"schedulers lists \['greedy'\] more than once"):
+        validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"] |= {"init": "scratch", "bc_weight": 0.0}
+    raw["train"]["teacher"]["edge"] = None  # nothing to agree with on edge
+    with pytest.raises(ParamsError, match=r"presets \['edge'\] have none"):
+        validate_params(raw)
+    raw["train"]["agreement"] = []
+    validate_params(raw)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["completion"] = {"paper": "learned", "edge": "greedy", "metro": "learned"}
+    with pytest.raises(ParamsError, match=r"completion.*'learned' or 'immediate_reward'"):
+        validate_params(raw)
 
 
 def test_run_specs_cover_the_matrix_and_ablation(params):

@@ -165,6 +165,25 @@ class RolloutScheduler(Scheduler):
         return best
 
 
+def planner_for(
+    name: str, settings: SchedulerSettings, search: RolloutSettings, preset: str
+) -> RolloutScheduler:
+    """The planner ``name`` (``rollout`` or ``clairvoyant``) with the search settings
+    ``search`` (``planners.<name>``) on ``preset``: its base heuristic and horizon for it."""
+    if preset not in search.base:
+        raise ValueError(
+            f"planners.{name}.base has no heuristic for preset {preset!r}; it has {sorted(search.base)}"
+        )
+    return RolloutScheduler(
+        settings,
+        search,
+        search.base[preset],
+        search.horizon_for(preset),
+        clairvoyant=name == "clairvoyant",
+        name=name,
+    )
+
+
 def make_planner(name: str, params: Params, preset: str) -> RolloutScheduler:
     """``rollout`` or ``clairvoyant`` with the settings of ``params.planners``."""
     if name not in ("rollout", "clairvoyant"):
@@ -172,15 +191,4 @@ def make_planner(name: str, params: Params, preset: str) -> RolloutScheduler:
             f"planner {name!r} is not supported; choose one of ['clairvoyant', 'rollout']"
         )
     search: RolloutSettings = getattr(params.planners, name)
-    if preset not in search.base:
-        raise ValueError(
-            f"planners.{name}.base has no heuristic for preset {preset!r}; it has {sorted(search.base)}"
-        )
-    return RolloutScheduler(
-        params.schedulers,
-        search,
-        search.base[preset],
-        search.horizon_for(preset),
-        clairvoyant=name == "clairvoyant",
-        name=name,
-    )
+    return planner_for(name, params.schedulers, search, preset)

@@ -264,17 +264,11 @@ def make_teacher(spec: RunSpec) -> Scheduler | None:
     if spec.teacher is None:
         return None
     if spec.teacher == "rollout":
-        from eat.schedulers.rollout import RolloutScheduler
+        from eat.schedulers.rollout import planner_for
 
         if spec.teacher_search is None:
             raise ValueError(f"{spec.run_name}: teacher 'rollout' needs its search settings")
-        search = spec.teacher_search
-        return RolloutScheduler(
-            spec.settings,
-            search,
-            search.base[spec.preset_name],
-            search.horizon_for(spec.preset_name),
-        )
+        return planner_for("rollout", spec.settings, spec.teacher_search, spec.preset_name)
     return make_scheduler(spec.teacher, spec.settings)
 
 
