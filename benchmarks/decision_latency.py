@@ -3,9 +3,12 @@
 Each agent decides through the :class:`~eat.schedulers.Scheduler` interface inside
 :func:`eat.evaluation.runner.run_episode`, so a decision includes building the observation
 (``Encoder.observe``), the actor's deterministic forward pass (for the diffusion actors
-the whole reverse chain) and decoding. Networks come from the trained models in
-``--models`` when they exist, else they are built from ``params.yaml`` with fresh
-weights: a decision does the same arithmetic whatever the weights.
+the whole reverse chain), decoding and the completion the agent was trained with.
+Networks come from the trained models in ``--models`` when they exist, else they are
+built from ``params.yaml`` with fresh weights: a decision does the same arithmetic
+whatever the weights. The third-party learners (``ppo``, ``maskable_ppo``) are timed
+from their trained models only (a fresh stable-baselines3 policy needs its training
+setup).
 
     .venv/bin/python benchmarks/decision_latency.py [--preset paper] [--episodes 20]
 
@@ -28,8 +31,8 @@ from eat.benchmarking import report
 from eat.evaluation.runner import run_episode
 from eat.params import load_params
 from eat.schedulers import make_scheduler
-from eat.schedulers.rl import AGENTS
-from eat.schedulers.rl.agent import RLScheduler, build_actor, load_scheduler
+from eat.schedulers.rl import AGENTS, SB3_AGENTS
+from eat.schedulers.rl.agent import CONFIG_FILE, RLScheduler, build_actor, load_scheduler
 from eat.sim.encoding import Encoder
 from eat.sim.simulator import Simulator
 from eat.training.loop import sac_config
@@ -74,6 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         name: agent_scheduler(params, args.preset, name, overrides, args.models)
         for name, overrides in candidates.items()
     }
+    untimed = []
+    for name in SB3_AGENTS:
+        directory = args.models / args.preset / name / f"seed{params.seeds.train[0]}"
+        if (directory / CONFIG_FILE).is_file():
+            schedulers[name] = load_scheduler(directory, name)
+        else:
+            untimed.append(name)
     for name in ("random", "eft", "warm_first", "greedy"):
         schedulers[name] = make_scheduler(name, params.schedulers)
     print(f"decision time on one CPU thread, preset {args.preset}, {args.episodes} episodes")
@@ -82,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         for rate in rates:
             run_episode(preset, scheduler, rate, params.seeds.validation[0])
     medians, results = {}, {}
-    trained = {name for name in candidates if (args.models / args.preset / name).is_dir()}
+    trained = {
+        name
+        for name in (*candidates, *SB3_AGENTS)
+        if name in schedulers and (args.models / args.preset / name).is_dir()
+    }
     for name, scheduler in schedulers.items():
         seconds: list[float] = []
         for episode in range(args.episodes):
@@ -101,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             f"one CPU thread, preset {args.preset}, {args.episodes} episodes on the "
             f"validation seeds; networks: trained models for {sorted(trained) or 'none'}, "
             "fresh weights of the same size for the others"
+            + (f"; not timed (no trained model): {untimed}" if untimed else "")
         ),
         out=args.out,
         headline="eat_decision_ms_median",
