@@ -113,12 +113,14 @@ def agreement_table(params: Params, models: Path) -> pd.DataFrame:
 COMPLETIONS: tuple[str, ...] = get_args(CompletionName)
 
 
-def completion_table(params: Params, models: Path) -> pd.DataFrame:
+def completion_table(params: Params, models: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """``train.agreement``: every output policy of each named agent (every training seed,
     every preset of ``train.presets``) on its run's validation episodes, completed as it
     was trained and with every other completion (``completion`` of
     :class:`~eat.params.SACConfig`): one row per run, ``<completion>_reward`` the mean
-    validation reward with that completion."""
+    validation reward with that completion. The reward as trained is the run's own
+    ``val_reward`` (``runs``: the output policy's validation); the others are measured."""
+    own_reward = runs.set_index(["preset", "agent", "seed"])["val_reward"]
     rows = []
     for spec in resolve_runs(params, include_ablation=False):
         if spec.agent not in params.train.agreement or spec.preset_name not in params.train.presets:
@@ -131,9 +133,14 @@ def completion_table(params: Params, models: Path) -> pd.DataFrame:
             "trained_with": spec.config.completion,
         }
         for completion in COMPLETIONS:
-            scheduler = RLScheduler(actor, spec.agent, completion=completion)
-            scores = validation_scores(spec.preset, scheduler, spec.rates, spec.validation_seeds)
-            row[f"{completion}_reward"] = scores["val/reward"]
+            if completion == spec.config.completion:
+                reward = own_reward[(spec.preset_name, spec.agent, spec.config.seed)]
+            else:
+                scheduler = RLScheduler(actor, spec.agent, completion=completion)
+                reward = validation_scores(
+                    spec.preset, scheduler, spec.rates, spec.validation_seeds
+                )["val/reward"]
+            row[f"{completion}_reward"] = float(reward)
         rows.append(row)
     columns = ["preset", "agent", "seed", "trained_with", *(f"{c}_reward" for c in COMPLETIONS)]
     return pd.DataFrame(rows, columns=columns)
@@ -208,7 +215,7 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     write_csv(phases, stage.results / "phases.csv")
     agreement = agreement_table(params, paths.models)
     write_csv(agreement, stage.results / "agreement.csv")
-    completion = completion_table(params, paths.models)
+    completion = completion_table(params, paths.models, training.runs)
     write_csv(completion, stage.results / "completion.csv")
     for preset, frame in phases.groupby("preset"):
         phase_gains(frame, str(preset), path=stage.artifacts / f"{preset}_phases.png")
