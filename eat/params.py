@@ -1036,6 +1036,11 @@ class ScaleEvaluation(_Strict):
         return self
 
 
+def repeated_names(names: list[str]) -> list[str]:
+    """The names that ``names`` lists more than once, sorted."""
+    return sorted({name for name in names if names.count(name) > 1})
+
+
 class EvaluateSection(_Strict):
     """The ``evaluate`` stage: every scheduler over every preset's arrival-rate sweep on
     the same test workloads, means with bootstrap confidence intervals (crossed over
@@ -1077,7 +1082,7 @@ class EvaluateSection(_Strict):
 
     @model_validator(mode="after")
     def _reference(self) -> EvaluateSection:
-        repeated = sorted({name for name in self.schedulers if self.schedulers.count(name) > 1})
+        repeated = repeated_names(self.schedulers)
         if repeated:
             raise ValueError(
                 f"schedulers lists {repeated} more than once (one set of results each)"
@@ -1413,7 +1418,7 @@ class TrainSection(TrainHyperparameters):  # type: ignore[misc,valid-type]
             if learns_from_teacher and self.teacher[preset] is None:
                 raise ValueError(f"init 'bc' / bc_weight > 0 need a teacher for {preset!r}")
 
-        repeated = sorted({agent for agent in self.agents if self.agents.count(agent) > 1})
+        repeated = repeated_names(self.agents)
         if repeated:
             raise ValueError(f"agents lists {repeated} more than once (one set of runs each)")
         unknown = [agent for agent in self.agreement if agent not in self.agents]
