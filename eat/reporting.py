@@ -1420,6 +1420,17 @@ def _section_training(reports: Reports) -> list[str]:
             "each; `reports/train/costs.csv`, a measurement of the machine of the repro).",
             "",
         ]
+        if "demonstrations_s" in costs:
+            shared = costs[costs["demonstrations_s"].fillna(0) > 0]
+            sets = shared.drop_duplicates(["preset", "seed", "demonstrations_s"])
+            if not sets.empty:
+                lines += [
+                    f"Runs that share their warm start's demonstrations (same preset, seed "
+                    f"and teacher) had them played once, before them: {len(sets)} sets for "
+                    f"{len(shared)} runs in {fmt(sets['demonstrations_s'].sum())} s of "
+                    "core time, which the per-run wall times below leave out.",
+                    "",
+                ]
     else:
         lines += _note_missing(OPTIONAL["costs"], "the train stage writes it")
     lines += [

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from eat.evaluation.runner import run_episode
+from eat.evaluation.runner import run_episode, scheduler_rng
 from eat.params import ParamsError, load_params, validate_params
 from eat.schedulers.rl import SB3_AGENTS
 from eat.schedulers.rl.actors import make_actor
@@ -34,14 +34,18 @@ from eat.sim.encoding import N_FEATURES, Encoder
 from eat.sim.env import EdgeClusterEnv
 from eat.sim.simulator import Simulator, episode_rngs, make_tasks
 from eat.training.loop import (
+    RESUME_FILE,
     RunInterrupted,
+    demonstrate,
+    make_teacher,
     resolve_runs,
     train_run,
+    training_env,
     validate,
     validation_scores,
     write_run,
 )
-from eat.training.matrix import run_matrix
+from eat.training.matrix import demonstration_sets, resolve_matrix, run_matrix
 from eat.training.sb3 import resolve_sb3_runs
 from tests.conftest import REPO, tweak
 
@@ -658,6 +662,8 @@ def test_ray_matrix_trains_the_same_models_as_a_serial_run(params, tmp_path):
         specs, tmp_path / "ray", parallel="ray", ray_address=None, num_cpus=2, progress=False
     )
     assert [s["agent"] for s in summaries] == ["eat", "sac"]
+    # one demonstration set, played once for both runs
+    assert summaries[0]["demonstrations_s"] == summaries[1]["demonstrations_s"] > 0
     run_matrix(
         specs,
         tmp_path / "serial",
@@ -674,6 +680,72 @@ def test_ray_matrix_trains_the_same_models_as_a_serial_run(params, tmp_path):
             serial = tmp_path / "serial" / "paper" / agent / "seed0" / name
             assert (directory / name).read_bytes() == serial.read_bytes(), (agent, name)
     assert not (tmp_path / "ray" / "_resume").exists()
+
+
+def test_replayed_demonstrations_leave_the_environment_where_playing_them_would(params):
+    """The demonstrations played in an environment of their own are the teacher's
+    decisions in the run's environment, and restoring their generator state makes the
+    run's next episode the one that follows them."""
+    spec = tiny_spec(params, demo_episodes=2)
+    demonstrations = demonstrate(spec)
+    env, obs, _info = training_env(spec)
+    teacher = make_teacher(spec)
+    played = []
+    for episode in range(2):
+        teacher.reset(env.sim, scheduler_rng(teacher.name, episode))
+        done = False
+        while not done:
+            action = env.encoder.encode(teacher.decide(env.sim))
+            next_obs, reward, terminated, truncated, next_info = env.step(action)
+            played.append((obs, action, reward, next_info["time"]))
+            done = terminated or truncated
+            obs, _info = env.reset() if done else (next_obs, next_info)
+    assert len(demonstrations.steps) == len(played) > 0
+    for step, (obs_, action, reward, next_time) in zip(demonstrations.steps, played, strict=True):
+        assert np.array_equal(step.obs, obs_) and np.array_equal(step.action, action)
+        assert (step.reward, step.next_time) == (reward, next_time)
+    restored, _, _ = training_env(spec)
+    restored.np_random.bit_generator.state = demonstrations.env_rng
+    assert np.array_equal(restored.reset()[0], obs)
+
+
+def test_a_run_given_another_agents_demonstrations_ends_as_one_that_plays_its_own(params):
+    """Demonstrations depend on the seed, workloads and teacher only: a run given those
+    of another agent's run of the same seed trains the same networks; those of another
+    seed are refused."""
+    spec = tiny_spec(params, total_steps=40, eval_every=40, bc_updates=10)
+    own = train_run(spec)
+    given = train_run(spec, demonstrations=demonstrate(tiny_spec(params, agent="sac")))
+    for name, tensor in own.actor_state.items():
+        assert torch.equal(tensor, given.actor_state[name]), name
+    assert own.curves.equals(given.curves)
+    for key in ("teacher_labels", "warm_start_decisions", "decisions", "val_reward"):
+        assert own.summary[key] == given.summary[key], key
+    assert own.summary["demonstrations_s"] == 0 < given.summary["demonstrations_s"]
+    with pytest.raises(ValueError, match=r"another run's \(they differ in \['seed'\]\)"):
+        train_run(spec, demonstrations=demonstrate(tiny_spec(params, seed=1)))
+
+
+def test_the_matrix_plays_each_shared_demonstration_set_once(params, tmp_path):
+    """One set per preset and seed of the warm-started runs, not one per run; a set only
+    one run needs (the metro run) and a run resuming past its warm start play none."""
+    specs = resolve_matrix(params)
+    sets = demonstration_sets(specs, tmp_path)
+    train = params.train
+    shared = [
+        s for s in resolve_runs(params) if s.config.init == "bc" and s.preset_name in train.presets
+    ]
+    assert {(s.preset_name, s.config.seed) for s in sets.values()} == {
+        (s.preset_name, s.config.seed) for s in shared
+    }
+    assert len(sets) == len(train.presets) * train.n_seeds < len(shared)
+    assert not any(s.preset_name == train.scale.preset for s in sets.values())
+    # every run of a seed but one resumes from a checkpoint: its set is played in that run
+    edge_seed0 = [s for s in shared if (s.preset_name, s.config.seed) == ("edge", 0)]
+    for spec in edge_seed0[1:]:
+        (tmp_path / spec.relative_dir).mkdir(parents=True)
+        (tmp_path / spec.relative_dir / RESUME_FILE).write_bytes(b"")
+    assert len(demonstration_sets(specs, tmp_path)) == len(sets) - 1
 
 
 def test_numerics_are_pinned_to_one_cpu_capability():

@@ -49,6 +49,19 @@ def make_completion(name: CompletionName) -> Completion | None:
     )
 
 
+def decode_completed(
+    encoder: Encoder, action: np.ndarray, completion: Completion | None
+) -> Dispatch | None:
+    """The dispatch ``action`` decodes to on ``encoder``'s simulator, rewritten by
+    ``completion`` when there is one and the action dispatches (waiting stays waiting).
+    Deployment (:class:`PolicyScheduler`) and training (the learner's own steps in
+    :func:`eat.training.loop.train_run`) decide through this one function."""
+    dispatch = encoder.decode(action)
+    if dispatch is None or completion is None:
+        return dispatch
+    return completion(encoder.sim, dispatch)
+
+
 class PolicyScheduler(Scheduler):
     """Decides with ``policy`` on the environment's observation (module docstring)."""
 
@@ -83,7 +96,4 @@ class PolicyScheduler(Scheduler):
         return np.asarray(self.policy(encoder.observe(), encoder.action_mask()))
 
     def decide(self, sim: Simulator) -> Dispatch | None:
-        dispatch = self.encoder(sim).decode(self.action(sim))
-        if dispatch is None or self.completion is None:
-            return dispatch
-        return self.completion(sim, dispatch)
+        return decode_completed(self.encoder(sim), self.action(sim), self.completion)

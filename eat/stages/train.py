@@ -201,7 +201,8 @@ def run(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any
     stage = paths.train
     setup_logging(stage.log)
     training = train(params, paths.models, progress=progress)
-    measured = [c for c in ("node",) if c in training.runs]  # the Ray node of each run
+    # the shared demonstrations' wall time (SAC agents' runs) and each run's Ray node
+    measured = [c for c in ("demonstrations_s", "node") if c in training.runs]
     costs = training.runs[COST_COLUMNS + measured].assign(matrix_wall_s=training.wall_s)
     write_csv(costs, stage.results / "costs.csv")
     write_csv(

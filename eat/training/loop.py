@@ -7,8 +7,8 @@ One run (:func:`train_run`) is CleanRL's loop around :class:`~eat.schedulers.rl.
    comes from the environment's generator, which no validation or test workload uses
    (those are ``episode_rngs(seed)`` of ``seeds.validation`` / ``seeds.test``);
 2. ``init: bc`` (optional warm start from demonstrations): ``demo_episodes`` episodes
-   driven by the teacher heuristic go into the replay buffer with their actions as
-   demonstrations (``Encoder.encode``), then ``bc_updates`` steps of behaviour cloning
+   driven by the teacher (:func:`demonstrate`) go into the replay buffer with their
+   actions as demonstrations (``Encoder.encode``), then ``bc_updates`` steps of behaviour cloning
    of the actor and as many critic-only steps (policy evaluation of the cloned actor);
    ``init: scratch``: ``learning_starts`` decisions with uniformly random actions;
 3. SAC: act (sampled actions), label the state with the teacher's decision when
@@ -39,7 +39,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,7 @@ from eat.params import (
 )
 from eat.schedulers import make_scheduler
 from eat.schedulers.base import Scheduler
-from eat.schedulers.policy import make_completion
+from eat.schedulers.policy import decode_completed, make_completion
 from eat.schedulers.rl import AGENTS, SB3_AGENTS
 from eat.schedulers.rl.agent import RLScheduler, build_actor, save_actor
 from eat.schedulers.rl.sac import (
@@ -76,7 +76,7 @@ RESUME_FILE = "resume.pt"
 CURVES_FILE = "curves.csv"
 EPISODES_FILE = "episodes.csv"
 SUMMARY_FILE = "summary.json"
-MEASURED_FIELDS = ("wall_s", "node")
+MEASURED_FIELDS = ("wall_s", "demonstrations_s", "node")
 """Run-summary fields that measure this machine (and, on a cluster, the Ray node a run
 ran on) rather than follow from the seed."""
 
@@ -227,6 +227,9 @@ class Progress:
     warm_start_decisions: int = 0
     """Environment decisions of the demonstrations and the DAgger rounds."""
     wall_s: float = 0.0
+    demonstrations_s: float = 0.0
+    """Wall time of demonstrations played elsewhere and given to the run (shared with
+    the other runs they were given to; those played in the run are in ``wall_s``)."""
     curves: list[dict] = field(default_factory=list)
     episodes: list[dict] = field(default_factory=list)
 
@@ -278,6 +281,117 @@ def teacher_validation(spec: RunSpec) -> dict[str, float]:
     if teacher is None:
         raise ValueError(f"{spec.run_name} has no teacher")
     return validation_scores(spec.preset, teacher, spec.rates, spec.validation_seeds)
+
+
+class DemoStep(NamedTuple):
+    """One decision of a demonstration: what the replay buffer stores of it."""
+
+    obs: np.ndarray
+    action_mask: np.ndarray
+    time: float
+    action: np.ndarray
+    """The teacher's decision, encoded (:meth:`~eat.sim.encoding.Encoder.encode`)."""
+    reward: float
+    next_obs: np.ndarray
+    next_action_mask: np.ndarray
+    next_time: float
+    terminated: bool
+    truncated: bool
+
+
+@dataclass
+class Demonstrations:
+    """The teacher's demonstration episodes of a run with ``init: bc``, as
+    :func:`demonstrate` plays them, and where they leave the environment.
+
+    They follow from the training workloads (preset, rates, seed) and the teacher alone,
+    not from the agent, so every run of the same :func:`demonstration_identity` gets the
+    same ones: the matrix plays them once for all of those runs (a planner teacher's
+    decisions are most of what a warm start costs), and a run given them ends exactly as
+    one that played its own (tested)."""
+
+    identity: dict[str, Any]
+    steps: list[DemoStep]
+    env_rng: dict | None
+    """The environment generator's state before the reset that follows the last episode
+    (None without episodes)."""
+    episodes: int
+    wall_s: float
+
+
+def demonstration_identity(spec: RunSpec) -> dict[str, Any]:
+    """What a run's demonstrations follow from: runs that agree on it share them."""
+    return {
+        "preset_name": spec.preset_name,
+        "preset": spec.preset.model_dump(),
+        "seed": spec.config.seed,
+        "rates": spec.rates,
+        "slot_assignment": spec.config.slot_assignment,
+        "demo_episodes": spec.config.demo_episodes,
+        "teacher": spec.teacher,
+        "teacher_search": spec.teacher_search.model_dump() if spec.teacher_search else None,
+        "settings": spec.settings.model_dump(),
+    }
+
+
+def needs_demonstrations(spec: RunSpec) -> bool:
+    """The run warms up from a teacher's demonstrations (``init: bc`` with a teacher)."""
+    return spec.config.init == "bc" and spec.teacher is not None
+
+
+def training_env(spec: RunSpec) -> tuple[EdgeClusterEnv, np.ndarray, dict[str, Any]]:
+    """The run's environment, seeded as the run seeds it, and its first observation."""
+    config = spec.config
+    env = EdgeClusterEnv(spec.preset, rate=spec.rates, slot_assignment=config.slot_assignment)
+    obs, info = env.reset(seed=config.seed)
+    env.action_space.seed(config.seed)
+    return env, obs, info
+
+
+def demonstrate(spec: RunSpec) -> Demonstrations:
+    """The run's ``demo_episodes`` teacher-driven episodes from its seeded environment
+    (the first episodes the run's own environment would play)."""
+    started = time.perf_counter()
+    teacher = make_teacher(spec)
+    if teacher is None:
+        raise ValueError(f"{spec.run_name}: init 'bc' needs a teacher (train.teacher)")
+    env, obs, info = training_env(spec)
+    steps: list[DemoStep] = []
+    env_rng: dict | None = None
+    for episode in range(spec.config.demo_episodes):
+        # the teacher's stream is seeded by its episode count, as in the run's later rounds
+        teacher.reset(env.sim, scheduler_rng(teacher.name, episode))
+        done = False
+        while not done:
+            action = env.encoder.encode(teacher.decide(env.sim))
+            next_obs, reward, terminated, truncated, next_info = env.step(action)
+            steps.append(
+                DemoStep(
+                    obs,
+                    info["action_mask"],
+                    info["time"],
+                    action,
+                    reward,
+                    next_obs,
+                    next_info["action_mask"],
+                    next_info["time"],
+                    terminated,
+                    truncated,
+                )
+            )
+            done = terminated or truncated
+            if done:
+                env_rng = env.np_random.bit_generator.state
+                obs, info = env.reset()
+            else:
+                obs, info = next_obs, next_info
+    return Demonstrations(
+        demonstration_identity(spec),
+        steps,
+        env_rng,
+        spec.config.demo_episodes,
+        time.perf_counter() - started,
+    )
 
 
 def _as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
@@ -338,11 +452,13 @@ def train_run(
     checkpoint_dir: Path | None = None,
     progress_bar: bool = False,
     stop_after_episodes: int | None = None,
+    demonstrations: Demonstrations | None = None,
 ) -> RunResult:
     """Train one agent (module docstring). With ``checkpoint_dir``, resume from its
     checkpoint if there is one and write checkpoints there. ``stop_after_episodes``
     stops early after that many SAC episodes (with a checkpoint), as an interruption
-    would."""
+    would. ``demonstrations`` (:func:`demonstrate` of a run of the same
+    :func:`demonstration_identity`) are used instead of playing them again."""
     config = spec.config
     device = config.device
     torch.set_num_threads(spec.torch_threads)
@@ -350,9 +466,7 @@ def train_run(
 
     # 1. seeding, in one place
     rng = seed_everything(config.seed, device)
-    env = EdgeClusterEnv(spec.preset, rate=spec.rates, slot_assignment=config.slot_assignment)
-    obs, info = env.reset(seed=config.seed)
-    env.action_space.seed(config.seed)
+    env, obs, info = training_env(spec)
     n_tokens, in_features = obs.shape
     action_size = int(env.action_space.shape[0])
     shapes = {"n_tokens": n_tokens, "in_features": in_features, "action_size": action_size}
@@ -422,10 +536,7 @@ def train_run(
     def learner_step(action: np.ndarray) -> tuple:
         """``env.step`` of the learner's action, completed as deployment completes it
         (the teacher's own decisions run as they are)."""
-        dispatch = env.encoder.decode(action)
-        if dispatch is not None and completion is not None:
-            dispatch = completion(env.sim, dispatch)
-        return env.apply(dispatch)
+        return env.apply(decode_completed(env.encoder, action, completion))
 
     def store(obs, info, action, demo, reward, next_obs, next_info, terminated, truncated):
         for transition in nstep.push(
@@ -451,21 +562,38 @@ def train_run(
         env_rng_before_reset = env.np_random.bit_generator.state
         obs, info = env.reset()
 
-    def labelled_episode(*, learner_acts: bool) -> None:
-        """One episode in which the teacher labels every state; the teacher acts
-        (demonstrations) or the learner does (a DAgger round)."""
+    def replay(demonstrations: Demonstrations) -> None:
+        """Store the demonstrations and leave the environment, the teacher's episode
+        count and the counters where playing them here would have left them."""
+        for step in demonstrations.steps:
+            store(
+                step.obs,
+                {"action_mask": step.action_mask, "time": step.time},
+                step.action,
+                step.action,
+                step.reward,
+                step.next_obs,
+                {"action_mask": step.next_action_mask, "time": step.next_time},
+                step.terminated,
+                step.truncated,
+            )
+        progress.teacher_episodes += demonstrations.episodes
+        progress.labels += len(demonstrations.steps)
+        progress.warm_start_decisions += len(demonstrations.steps)
+        if demonstrations.env_rng is not None:
+            env.np_random.bit_generator.state = demonstrations.env_rng
+            next_episode()
+
+    def dagger_episode() -> None:
+        """One episode the learner drives while the teacher labels every state."""
         nonlocal obs, info
         start_teacher()
         done = False
         while not done:
             label = teacher_action()
             assert label is not None
-            if learner_acts:
-                action = learner_action(obs)
-                next_obs, reward, terminated, truncated, next_info = learner_step(action)
-            else:
-                action = label
-                next_obs, reward, terminated, truncated, next_info = env.step(action)
+            action = learner_action(obs)
+            next_obs, reward, terminated, truncated, next_info = learner_step(action)
             store(obs, info, action, label, reward, next_obs, next_info, terminated, truncated)
             progress.warm_start_decisions += 1
             done = terminated or truncated
@@ -498,15 +626,25 @@ def train_run(
     if warm_start:
         if teacher is None:
             raise ValueError(f"{spec.run_name}: init 'bc' needs a teacher (train.teacher)")
-        for _ in range(config.demo_episodes):
-            labelled_episode(learner_acts=False)
+        if demonstrations is None:
+            demonstrations = demonstrate(spec)
+        elif demonstrations.identity != demonstration_identity(spec):
+            theirs, wanted = demonstrations.identity, demonstration_identity(spec)
+            differing = sorted(k for k in wanted if theirs.get(k) != wanted[k])
+            raise ValueError(
+                f"{spec.run_name}: the demonstrations given are another run's (they differ "
+                f"in {differing})"
+            )
+        else:
+            progress.demonstrations_s = demonstrations.wall_s
+        replay(demonstrations)
         logs: dict[str, float] = {}
         for _ in range(config.bc_updates):
             logs = sac.bc_update(batch())
         phase_row("bc", logs)
         for round_ in range(1, config.dagger_rounds + 1):
             for _ in range(config.dagger_episodes):
-                labelled_episode(learner_acts=True)
+                dagger_episode()
             for _ in range(config.dagger_updates):
                 logs = sac.bc_update(batch())
             phase_row(f"dagger{round_}", logs)
@@ -642,6 +780,7 @@ def train_run(
         "device": device,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "wall_s": progress.wall_s,
+        "demonstrations_s": progress.demonstrations_s,
         "decisions": progress.global_step,
         "warm_start_decisions": progress.warm_start_decisions,
         "teacher_labels": progress.labels,

@@ -7,11 +7,18 @@ cluster when ``train.ray_address`` is set (``ray start --head`` there; the outpu
 must then be on storage that every node shares, for the resumable checkpoints; the final
 models travel back to the driver through Ray). ``parallel: serial`` runs them one after
 another in this process.
+
+A warm start's demonstrations depend on the seed, the workloads and the teacher, not on
+the agent (:func:`~eat.training.loop.demonstration_identity`): each set is played once
+(:func:`demonstration_sets`), first, and given to every run that shares it, which then
+ends exactly as if it had played them itself.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,18 @@ from tqdm.auto import tqdm
 
 from eat.distributed import import_ray, start_ray
 from eat.params import Params
-from eat.training.loop import RESUME_FILE, RunResult, RunSpec, resolve_runs, train_run, write_run
+from eat.training.loop import (
+    RESUME_FILE,
+    Demonstrations,
+    RunResult,
+    RunSpec,
+    demonstrate,
+    demonstration_identity,
+    needs_demonstrations,
+    resolve_runs,
+    train_run,
+    write_run,
+)
 from eat.training.sb3 import (
     Sb3RunResult,
     Sb3RunSpec,
@@ -40,25 +58,55 @@ def resolve_matrix(params: Params) -> list[AnyRunSpec]:
     return [*resolve_runs(params), *resolve_sb3_runs(params)]
 
 
+def demonstration_sets(specs: list[AnyRunSpec], checkpoint_root: Path) -> dict[str, RunSpec]:
+    """The demonstration sets that two or more runs still need, by the JSON of their
+    :func:`~eat.training.loop.demonstration_identity`, each with the first run that
+    needs it (a run resuming from a checkpoint is past its warm start; a set that only
+    one run needs is played in that run)."""
+    users: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        if not isinstance(spec, RunSpec) or not needs_demonstrations(spec):
+            continue
+        if (checkpoint_root / spec.relative_dir / RESUME_FILE).exists():
+            continue
+        users.setdefault(demonstration_key(spec), []).append(spec)
+    return {key: runs[0] for key, runs in users.items() if len(runs) > 1}
+
+
+def demonstration_key(spec: RunSpec) -> str:
+    """The demonstration set of ``spec`` as a dictionary key."""
+    return json.dumps(demonstration_identity(spec), sort_keys=True)
+
+
 def train_one(
-    spec: AnyRunSpec, checkpoint_root: Path, *, progress_bar: bool = False
+    spec: AnyRunSpec,
+    checkpoint_root: Path,
+    *,
+    progress_bar: bool = False,
+    demonstrations: Demonstrations | None = None,
 ) -> AnyRunResult:
     """One run by its trainer, resuming from its checkpoint under ``checkpoint_root`` if
-    an earlier try left one (third-party learners write none)."""
+    an earlier try left one (third-party learners write none); ``demonstrations``: its
+    demonstration set, played already (None: the run plays its own if it needs them)."""
     if isinstance(spec, Sb3RunSpec):
         return train_sb3_run(spec, progress_bar=progress_bar)
     return train_run(
-        spec, checkpoint_dir=checkpoint_root / spec.relative_dir, progress_bar=progress_bar
+        spec,
+        checkpoint_dir=checkpoint_root / spec.relative_dir,
+        progress_bar=progress_bar,
+        demonstrations=demonstrations,
     )
 
 
-def _train_task(spec: AnyRunSpec, checkpoint_root: str) -> AnyRunResult:
+def _train_task(
+    spec: AnyRunSpec, checkpoint_root: str, demonstrations: Demonstrations | None
+) -> AnyRunResult:
     """A Ray task: one run, resuming from its checkpoint if a previous try died
     (idempotent: a retried task continues where the last checkpoint left it; a
     third-party learner's run, which has none, trains again to the same result)."""
     import ray
 
-    result = train_one(spec, Path(checkpoint_root))
+    result = train_one(spec, Path(checkpoint_root), demonstrations=demonstrations)
     result.summary["node"] = ray.get_runtime_context().get_node_id()
     return result
 
@@ -82,11 +130,28 @@ def run_matrix(
     """Train every spec and write its outputs; returns the run summaries in spec order."""
     specs = sorted(specs, key=lambda s: -s.cost())
     checkpoint_root = out_dir / "_resume"
+    sets = demonstration_sets(specs, checkpoint_root)
     summaries: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(specs), desc="train runs", disable=not progress)
+
+    def key_of(spec: AnyRunSpec) -> str | None:
+        if not isinstance(spec, RunSpec):
+            return None
+        key = demonstration_key(spec)
+        return key if key in sets else None
+
     if parallel == "serial":
+        played: dict[str, Demonstrations] = {}
+        uses = Counter(key_of(spec) for spec in specs)
         for spec in specs:
-            result = train_one(spec, checkpoint_root)
+            key = key_of(spec)
+            demonstrations = None
+            if key is not None:
+                if key not in played:
+                    played[key] = demonstrate(sets[key])
+                uses[key] -= 1  # the last run of a set lets it go
+                demonstrations = played[key] if uses[key] else played.pop(key)
+            result = train_one(spec, checkpoint_root, demonstrations=demonstrations)
             write_result(result, out_dir)
             summaries[spec.run_name] = result.summary
             bar.update(1)
@@ -97,7 +162,16 @@ def run_matrix(
             task = ray.remote(  # SPREAD: runs go to every node of a cluster
                 num_cpus=1, max_retries=2, retry_exceptions=False, scheduling_strategy="SPREAD"
             )(_train_task)
-            pending = [task.remote(spec, str(checkpoint_root)) for spec in specs]
+            # submitted first, so that they take the first cores: most runs wait for one
+            play = ray.remote(
+                num_cpus=1, max_retries=2, retry_exceptions=False, scheduling_strategy="SPREAD"
+            )(demonstrate)
+            played = {key: play.remote(spec) for key, spec in sets.items()}
+            pending = []
+            for spec in specs:
+                key = key_of(spec)
+                demonstrations = played[key] if key is not None else None
+                pending.append(task.remote(spec, str(checkpoint_root), demonstrations))
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 result = ray.get(done[0])
