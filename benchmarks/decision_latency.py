@@ -40,10 +40,13 @@ from eat.training.loop import sac_config
 REPO = Path(__file__).resolve().parent.parent
 
 
-def agent_scheduler(params, preset: str, name: str, overrides: dict, models: Path) -> RLScheduler:
-    directory = models / preset / name / f"seed{params.seeds.train[0]}"
-    if (directory / "actor.pt").exists():
-        return load_scheduler(directory, name)
+def model_dir(params, preset: str, name: str, models: Path) -> Path:
+    """The first training seed's model folder of agent ``name``."""
+    return models / preset / name / f"seed{params.seeds.train[0]}"
+
+
+def fresh_scheduler(params, preset: str, name: str, overrides: dict) -> RLScheduler:
+    """Agent ``name`` with fresh weights of its trained size (no trained model here)."""
     config = sac_config(params, preset, params.seeds.train[0], overrides)
     config = config.model_copy(update={"device": "cpu"})
     encoder = Encoder(Simulator(params.env.preset(preset)))
@@ -73,17 +76,17 @@ def main(argv: list[str] | None = None) -> None:
         candidates.update(
             {name: spec.model_dump() for name, spec in params.train.ablation.variants.items()}
         )
-    schedulers = {
-        name: agent_scheduler(params, args.preset, name, overrides, args.models)
-        for name, overrides in candidates.items()
-    }
-    untimed = []
-    for name in SB3_AGENTS:
-        directory = args.models / args.preset / name / f"seed{params.seeds.train[0]}"
+    schedulers: dict = {}
+    trained, untimed = [], []  # loaded from --models; third-party learners without one
+    for name in (*candidates, *SB3_AGENTS):
+        directory = model_dir(params, args.preset, name, args.models)
         if (directory / CONFIG_FILE).is_file():
             schedulers[name] = load_scheduler(directory, name)
+            trained.append(name)
+        elif name in candidates:
+            schedulers[name] = fresh_scheduler(params, args.preset, name, candidates[name])
         else:
-            untimed.append(name)
+            untimed.append(name)  # a fresh stable-baselines3 policy needs its training setup
     for name in ("random", "eft", "warm_first", "greedy"):
         schedulers[name] = make_scheduler(name, params.schedulers)
     print(f"decision time on one CPU thread, preset {args.preset}, {args.episodes} episodes")
@@ -92,11 +95,6 @@ def main(argv: list[str] | None = None) -> None:
         for rate in rates:
             run_episode(preset, scheduler, rate, params.seeds.validation[0])
     medians, results = {}, {}
-    trained = {
-        name
-        for name in (*candidates, *SB3_AGENTS)
-        if name in schedulers and (args.models / args.preset / name).is_dir()
-    }
     for name, scheduler in schedulers.items():
         seconds: list[float] = []
         for episode in range(args.episodes):
