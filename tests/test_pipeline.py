@@ -196,15 +196,30 @@ def test_push_then_fresh_clone_pull_restores_outputs(committed: Path, env, tmp_p
 
 
 def test_an_experiment_with_a_changed_parameter(committed: Path, env, tmp_path):
-    """``dvc exp run -S``: a one-key change re-runs what depends on it, in a clone."""
+    """``dvc exp run -S``: a one-key change re-runs what depends on it, and only that,
+    in a clone (``build_env.sample_episodes`` is a parameter of the build_env stage
+    alone)."""
     dvc = [sys.executable, "-m", "dvc"]
     clone = tmp_path / "exp"
     shutil.copytree(committed, clone, symlinks=True)
     clone_env = in_copy(env, clone)
-    run([*dvc, "exp", "run", "-S", "evaluate.n_seeds=2", "-n", "two-seeds"], clone, clone_env)
+    experiment = subprocess.run(
+        [*dvc, "exp", "run", "-S", "build_env.sample_episodes=2", "-n", "two-episodes"],
+        cwd=clone,
+        env=clone_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    said = experiment.stdout + experiment.stderr
+    assert experiment.returncode == 0, said[-3000:]
+    assert "Running stage 'build_env'" in said
+    for stage in ("profile", "train", "evaluate", "testbed"):
+        assert f"Running stage '{stage}'" not in said, stage
     shown = json.loads(run([*dvc, "exp", "show", "--json"], clone, clone_env))
     text = json.dumps(shown)
-    assert "two-seeds" in text and '"n_seeds": 2' in text
+    assert "two-episodes" in text and '"sample_episodes": 2' in text
 
 
 def test_cli_reproduces_the_notebook_metrics(committed: Path, env, tmp_path):
