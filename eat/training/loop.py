@@ -334,6 +334,11 @@ def demonstration_identity(spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def differing_keys(theirs: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The keys of identity ``wanted`` on which ``theirs`` differs, sorted."""
+    return sorted(key for key in wanted if theirs.get(key) != wanted[key])
+
+
 def needs_demonstrations(spec: RunSpec) -> bool:
     """The run warms up from a teacher's demonstrations (``init: bc`` with a teacher)."""
     return spec.config.init == "bc" and spec.teacher is not None
@@ -483,7 +488,7 @@ def train_run(
         state = torch.load(resume_path, map_location=device, weights_only=False)
         saved, wanted = state.get("identity", {}), run_identity(spec)
         if saved != wanted:
-            differing = sorted(k for k in wanted if saved.get(k) != wanted[k]) or ["format"]
+            differing = differing_keys(saved, wanted) or ["format"]
             raise ValueError(
                 f"{resume_path} is the checkpoint of another run (it differs in "
                 f"{differing}): it cannot be resumed; delete it to start this run afresh"
@@ -628,9 +633,7 @@ def train_run(
             raise ValueError(f"{spec.run_name}: init 'bc' needs a teacher (train.teacher)")
         if demonstrations is None:
             demonstrations = demonstrate(spec)
-        elif demonstrations.identity != demonstration_identity(spec):
-            theirs, wanted = demonstrations.identity, demonstration_identity(spec)
-            differing = sorted(k for k in wanted if theirs.get(k) != wanted[k])
+        elif differing := differing_keys(demonstrations.identity, demonstration_identity(spec)):
             raise ValueError(
                 f"{spec.run_name}: the demonstrations given are another run's (they differ "
                 f"in {differing})"

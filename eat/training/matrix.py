@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +57,11 @@ def resolve_matrix(params: Params) -> list[AnyRunSpec]:
     return [*resolve_runs(params), *resolve_sb3_runs(params)]
 
 
-def demonstration_sets(specs: list[AnyRunSpec], checkpoint_root: Path) -> dict[str, RunSpec]:
+def demonstration_sets(specs: list[AnyRunSpec], checkpoint_root: Path) -> dict[str, list[RunSpec]]:
     """The demonstration sets that two or more runs still need, by the JSON of their
-    :func:`~eat.training.loop.demonstration_identity`, each with the first run that
-    needs it (a run resuming from a checkpoint is past its warm start; a set that only
-    one run needs is played in that run)."""
+    :func:`~eat.training.loop.demonstration_identity`, each with the runs that share it
+    in ``specs`` order (a run resuming from a checkpoint is past its warm start; a set
+    that only one run needs is played in that run)."""
     users: dict[str, list[RunSpec]] = {}
     for spec in specs:
         if not isinstance(spec, RunSpec) or not needs_demonstrations(spec):
@@ -70,7 +69,7 @@ def demonstration_sets(specs: list[AnyRunSpec], checkpoint_root: Path) -> dict[s
         if (checkpoint_root / spec.relative_dir / RESUME_FILE).exists():
             continue
         users.setdefault(demonstration_key(spec), []).append(spec)
-    return {key: runs[0] for key, runs in users.items() if len(runs) > 1}
+    return {key: runs for key, runs in users.items() if len(runs) > 1}
 
 
 def demonstration_key(spec: RunSpec) -> str:
@@ -131,26 +130,20 @@ def run_matrix(
     specs = sorted(specs, key=lambda s: -s.cost())
     checkpoint_root = out_dir / "_resume"
     sets = demonstration_sets(specs, checkpoint_root)
+    set_of = {spec.run_name: key for key, runs in sets.items() for spec in runs}
     summaries: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(specs), desc="train runs", disable=not progress)
-
-    def key_of(spec: AnyRunSpec) -> str | None:
-        if not isinstance(spec, RunSpec):
-            return None
-        key = demonstration_key(spec)
-        return key if key in sets else None
-
     if parallel == "serial":
         played: dict[str, Demonstrations] = {}
-        uses = Counter(key_of(spec) for spec in specs)
         for spec in specs:
-            key = key_of(spec)
+            key = set_of.get(spec.run_name)
             demonstrations = None
             if key is not None:
                 if key not in played:
-                    played[key] = demonstrate(sets[key])
-                uses[key] -= 1  # the last run of a set lets it go
-                demonstrations = played[key] if uses[key] else played.pop(key)
+                    played[key] = demonstrate(sets[key][0])
+                demonstrations = played[key]
+                if spec is sets[key][-1]:  # the set's last run lets it go
+                    del played[key]
             result = train_one(spec, checkpoint_root, demonstrations=demonstrations)
             write_result(result, out_dir)
             summaries[spec.run_name] = result.summary
@@ -159,19 +152,17 @@ def run_matrix(
         ray = import_ray()
         started = start_ray(ray_address, num_cpus=num_cpus)
         try:
-            task = ray.remote(  # SPREAD: runs go to every node of a cluster
+            # SPREAD: tasks go to every node of a cluster
+            remote = ray.remote(
                 num_cpus=1, max_retries=2, retry_exceptions=False, scheduling_strategy="SPREAD"
-            )(_train_task)
+            )
+            task, play = remote(_train_task), remote(demonstrate)
             # submitted first, so that they take the first cores: most runs wait for one
-            play = ray.remote(
-                num_cpus=1, max_retries=2, retry_exceptions=False, scheduling_strategy="SPREAD"
-            )(demonstrate)
-            played = {key: play.remote(spec) for key, spec in sets.items()}
-            pending = []
-            for spec in specs:
-                key = key_of(spec)
-                demonstrations = played[key] if key is not None else None
-                pending.append(task.remote(spec, str(checkpoint_root), demonstrations))
+            played = {key: play.remote(runs[0]) for key, runs in sets.items()}
+            pending = [
+                task.remote(spec, str(checkpoint_root), played.get(set_of.get(spec.run_name)))
+                for spec in specs
+            ]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 result = ray.get(done[0])
